@@ -1,0 +1,7 @@
+"""cnn_study: CNN image-classification studies with PyTorch Lightning and Hydra."""
+
+from cnn_study.config import register_resolvers
+
+__version__ = "0.1.0"
+
+register_resolvers()

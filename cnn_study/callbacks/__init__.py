@@ -1,0 +1,1 @@
+"""Lightning callbacks that each `callbacks` option lists by `_target_`."""

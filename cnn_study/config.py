@@ -1,0 +1,34 @@
+"""Hydra/OmegaConf glue: the config search path and the resolvers the YAML files use."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from cnn_study import paths
+
+# `pkg://` finds the configs inside the installed package, wherever the user runs from.
+CONFIG_PATH = "pkg://cnn_study.conf"
+CONFIG_NAME = "config"
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """Mixed precision on CUDA (bf16 where the GPU supports it), full precision elsewhere."""
+    if accelerator not in ("auto", "gpu", "cuda"):
+        return "32-true"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def register_resolvers() -> None:
+    """Register the `cnn_study.*` resolvers once (importing cnn_study does this)."""
+    resolvers = {
+        "cnn_study.output_root": lambda: str(paths.output_root()),
+        "cnn_study.cache_root": lambda: str(paths.cache_root()),
+        "cnn_study.precision": auto_precision,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

@@ -1,0 +1,1 @@
+"""Network builders: each `arch` option names one of these through `_target_`."""

@@ -1,0 +1,144 @@
+"""`ImageClassifier`: the one LightningModule of cnn_study.
+
+It owns the input pipeline (uint8 → float → resize → [augment] → normalise) so batches
+stay uint8 until they reach the training device, and a checkpoint carries everything
+needed to classify raw images (input size, mean/std, class names, the run's config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from cnn_study.metrics import PER_CLASS_AUROC, accuracy, evaluation_metrics
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy classification of uint8 image batches with any `nn.Module` network."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory | None,
+        scheduler: SchedulerFactory | None = None,
+        augmentation: nn.Module | None = None,
+        input_size: int | None = None,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        class_names: Sequence[str] = (),
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(class_names) < 2:
+            raise ValueError(f"need at least two class names, got {list(class_names)}")
+        # Objects are not hyperparameters: the run's resolved config rebuilds them
+        # (see `load_classifier`), so a checkpoint loads without the original Python objects.
+        self.save_hyperparameters(
+            ignore=["net", "optimizer", "scheduler", "augmentation"], logger=False
+        )
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.augmentation = augmentation if augmentation is not None else nn.Identity()
+        self.input_size = input_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+        num_classes = len(class_names)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc, self.val_acc = accuracy(num_classes), accuracy(num_classes)
+        self.test_metrics = evaluation_metrics(num_classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams["class_names"])
+
+    def preprocess(self, images: Tensor, train: bool = False) -> Tensor:
+        """uint8 N×3×H×W → normalised float at the network's input size (augmented if train)."""
+        x = images.float() / 255.0
+        size = self.input_size
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        if train:
+            x = self.augmentation(x)
+        return (x - self.mean) / self.std
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Logits for preprocessed (normalised float) inputs."""
+        return self.net(inputs)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], train: bool) -> tuple[Tensor, Tensor]:
+        images, labels = batch
+        logits = self(self.preprocess(images, train=train))
+        return F.cross_entropy(logits, labels), logits
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, logits = self._shared_step(batch, train=True)
+        labels = batch[1]
+        self.train_loss.update(loss.detach(), weight=len(labels))
+        self.train_acc.update(logits.detach(), labels)
+        # Epoch aggregates only: per-step logging forces a device sync (Lightning #20995).
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, logits = self._shared_step(batch, train=False)
+        labels = batch[1]
+        self.val_loss.update(loss, weight=len(labels))
+        self.val_acc.update(logits, labels)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, logits = self._shared_step(batch, train=False)
+        labels = batch[1]
+        self.test_loss.update(loss, weight=len(labels))
+        self.test_metrics.update(logits.float().softmax(dim=-1), labels)
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_metrics.compute()
+        per_class = values.pop(PER_CLASS_AUROC)
+        self.log("test/loss", self.test_loss.compute())
+        self.log_dict({f"test/{name}": value for name, value in values.items()})
+        self.log_dict(
+            {f"test/auroc/{name}": value for name, value in zip(self.class_names, per_class)}
+        )
+        self.test_metrics.reset()
+        self.test_loss.reset()
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError(
+                "this ImageClassifier was built without an optimizer (inference only)"
+            )
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "name": "lr"},
+        }
+
+
+def load_classifier(checkpoint_path: str | Path, map_location: str = "cpu") -> ImageClassifier:
+    """Rebuild a trained classifier from a cnn_study checkpoint alone (for inference)."""
+    checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    net = instantiate(hparams["run_config"]["arch"], num_classes=len(hparams["class_names"]))
+    model = ImageClassifier.load_from_checkpoint(
+        checkpoint_path, map_location=map_location, net=net, optimizer=None
+    )
+    return model.eval()

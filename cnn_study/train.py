@@ -1,0 +1,173 @@
+"""Wiring: compose objects from the config, fit, test, write results.json.
+
+`results.json` in the run directory is the contract later tools (report, sweeps) read.
+It is written atomically at start (status "running"), and again at the end with
+status "completed", or "failed"/"interrupted" and the error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cnn_study.errors import CnnStudyError
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"
+EVAL_WEIGHTS = ("best", "last")
+
+# Batches are slices of in-memory tensors: DataLoader workers would only add overhead.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+# Metrics are logged per epoch on purpose (no per-step sync), so this hint does not apply.
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+# Lightning's own use of a torch API deprecated in torch 2.14; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config with every interpolation resolved, without Hydra's own node."""
+    without_hydra = cfg.copy()
+    with open_dict(without_hydra):
+        without_hydra.pop("hydra", None)
+    container = OmegaConf.to_container(without_hydra, resolve=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides of this job (empty outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def count_parameters(module: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one configuration; return (and save) its results."""
+    if cfg.eval_weights not in EVAL_WEIGHTS:
+        raise CnnStudyError(
+            f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
+        )
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = resolved_config(cfg)
+    OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
+    results: dict[str, Any] = {
+        "status": "running",
+        "overrides": task_overrides(),
+        "seed": cfg.seed,
+        "output_dir": str(output_dir),
+    }
+    write_json_atomic(output_dir / RESULTS_FILE, results)
+    try:
+        results.update(_fit_and_test(cfg, config))
+        results["status"] = "completed"
+    except BaseException as error:  # the file must say that this run did not finish
+        interrupted = isinstance(error, KeyboardInterrupt)
+        results["status"] = "interrupted" if interrupted else "failed"
+        results["error"] = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        write_json_atomic(output_dir / RESULTS_FILE, results)
+    log.info("results: %s", output_dir / RESULTS_FILE)
+    return results
+
+
+def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the class count and the normalisation come from the data
+
+    network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
+    network = instantiate(cfg.finetune)(network)
+    # A partial, so that Hydra does not merge (and instantiate) the run_config dict.
+    module = instantiate(cfg.module, _partial_=True)(
+        net=network,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler),
+        augmentation=instantiate(cfg.augmentation),
+        mean=datamodule.mean,
+        std=datamodule.std,
+        class_names=datamodule.class_names,
+        run_config=config,
+    )
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_time = time.perf_counter() - start
+    last_val_acc = trainer.callback_metrics.get("val/acc")
+    checkpoint = trainer.checkpoint_callback
+    has_checkpoints = isinstance(checkpoint, ModelCheckpoint)
+    best_path = checkpoint.best_model_path if has_checkpoints else ""
+    last_path = checkpoint.last_model_path if has_checkpoints else ""
+    best_score = checkpoint.best_model_score if has_checkpoints else None
+
+    eval_path = best_path if cfg.eval_weights == "best" and best_path else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=eval_path, verbose=False)
+    test_metrics = {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith("test/")
+    }
+
+    total, trainable = count_parameters(module.net)
+    results = {
+        **test_metrics,
+        "best_val/acc": float(best_score) if best_score is not None else None,
+        "val/acc": float(last_val_acc) if last_val_acc is not None else None,
+        "params_total": total,
+        "params_trainable": trainable,
+        "epochs": trainer.current_epoch,
+        "train_time_s": round(train_time, 3),
+        "eval_weights": "best" if eval_path else "last",
+        "checkpoint_best": best_path or None,
+        "checkpoint_last": last_path or None,
+    }
+    _log_hparams(trainer, config, test_metrics)
+    return results
+
+
+def _log_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Put the config beside the test metrics in TensorBoard's HPARAMS tab."""
+    params = {k: v for k, v in config.items() if k not in ("paths",)}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=metrics)
+        else:
+            logger.log_hyperparams(params)
+        logger.finalize("success")

@@ -1,0 +1,1 @@
+"""Hydra configs, shipped inside the package as ``cnn_study.conf`` (see pyproject.toml)."""

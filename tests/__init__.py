@@ -1,0 +1,1 @@
+"""cnn_study test suite."""

@@ -1,0 +1,69 @@
+"""Shared fixtures: configs composed the way `python -m cnn_study` composes them, tiny data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from cnn_study.data.fake import class_pattern_images
+
+CIFAR_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+
+ComposeFn = Callable[..., DictConfig]
+
+
+@pytest.fixture(autouse=True)
+def isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Runs and caches of every test go to temporary folders, never to $HOME or the repo."""
+    monkeypatch.setenv("CNN_STUDY_OUTPUT", str(tmp_path_factory.mktemp("outputs")))
+    monkeypatch.setenv("CNN_STUDY_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("CNN_STUDY_DATA", raising=False)
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> ComposeFn:
+    """Compose the app's config with overrides, its output dir under tmp_path."""
+
+    def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
+            cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir or tmp_path / "run")
+            cfg.hydra.runtime.output_dir = cfg.paths.output_dir
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    return _compose
+
+
+def write_class_tree(root: Path, classes: list[str], per_class: int, seed: int) -> None:
+    """PNG files root/<class>/NNNN.png, 32×32 RGB, with a class-dependent pattern."""
+    images, labels = class_pattern_images(
+        per_class * len(classes), len(classes), 32, torch.Generator().manual_seed(seed)
+    )
+    counts = dict.fromkeys(classes, 0)
+    for image, label in zip(images, labels.tolist()):
+        name = classes[label]
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{counts[name]:04d}.png")
+        counts[name] += 1
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CIFAR-10 folder export: train/<class>/ (8 each) and test/<class>/ (3 each)."""
+    root = tmp_path_factory.mktemp("cifar10-folder")
+    write_class_tree(root / "train", CIFAR_CLASSES, per_class=8, seed=1)
+    write_class_tree(root / "test", CIFAR_CLASSES, per_class=3, seed=2)
+    return root
