@@ -1,0 +1,1 @@
+"""DataModules that hold images as uint8 tensors and hand out whole batches."""
