@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,10 +183,12 @@ def test_failed_run_records_its_error(compose_cfg: ComposeFn, tmp_path: Path) ->
 
 
 def test_installed_package_ships_its_configs(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # build from a copy: building writes build/ beside the sources
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "__pycache__", "build"))
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     assert (target / "cnn_study" / "conf" / "arch" / "cnn3.yaml").is_file()

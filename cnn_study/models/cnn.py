@@ -48,6 +48,14 @@ class ConvNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(images)), 1))
 
+    def group_matcher(self, coarse: bool = True) -> dict[str, str]:
+        """Stages for freeze policies, in timm's format: one group per conv block."""
+        return {"blocks": r"^features\.(\d+)"}
+
+    def get_classifier(self) -> nn.Linear:
+        """The output layer, replaced when the network moves to a new task (as in timm)."""
+        return self.classifier[-1]
+
 
 def _feature_map_size(input_size: int, depth: int, padding: int) -> int:
     size = input_size

@@ -1,0 +1,95 @@
+"""Pretrained backbones from torchvision and timm, their heads sized for the data.
+
+`weights` is "none", "imagenet" (the library's own download and cache), or a path to a
+local file with the architecture's own keys (see `cnn_study.models.weights`). A network
+built from pretrained weights carries the normalisation those weights expect in
+`input_normalization` (mean, std), which the classifier then uses instead of the data's.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torchvision
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+from cnn_study.errors import CnnStudyError
+from cnn_study.models.weights import load_weights
+
+log = logging.getLogger(__name__)
+
+
+def _offline_error(name: str, error: Exception) -> CnnStudyError:
+    return CnnStudyError(
+        f"ImageNet weights for {name} could not be fetched and are not cached "
+        f"({type(error).__name__}: {error}). Without network access, download the weights "
+        f"elsewhere and point arch.weights at the file: arch.weights=/path/to/{name}.pth"
+    )
+
+
+def replace_last_linear(network: nn.Module, num_classes: int) -> nn.Linear:
+    """Swap the network's last `nn.Linear` (its classifier) for one with `num_classes` outputs."""
+    name, last = next(
+        ((n, m) for n, m in reversed(list(network.named_modules())) if isinstance(m, nn.Linear)),
+        (None, None),
+    )
+    if last is None or name is None:
+        raise CnnStudyError(f"{type(network).__name__} has no nn.Linear classifier to replace")
+    head = nn.Linear(last.in_features, num_classes, bias=last.bias is not None)
+    parent_name, _, attribute = name.rpartition(".")
+    setattr(network.get_submodule(parent_name), attribute, head)
+    return head
+
+
+def _mark_pretrained(network: nn.Module, mean: tuple, std: tuple) -> nn.Module:
+    network.input_normalization = (tuple(mean), tuple(std))
+    return network
+
+
+def torchvision_backbone(
+    name: str, num_classes: int, weights: str = "none", input_size: int = 224
+) -> nn.Module:
+    """A torchvision classification model (`resnet18`, `mobilenet_v2`, …) with a new head."""
+    del input_size  # the module resizes inputs; kept so every arch takes the same keys
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise CnnStudyError(f"unknown torchvision model {name!r}")
+    network = torchvision.models.get_model(name, weights=None)
+    if weights == "imagenet":
+        try:
+            state = torchvision.models.get_model_weights(name).DEFAULT.get_state_dict(progress=True)
+        except Exception as error:  # URLError, socket errors, a proxy page
+            raise _offline_error(name, error) from None
+        network.load_state_dict(state)
+    elif weights != "none":
+        load_weights(network, weights)
+    replace_last_linear(network, num_classes)
+    if weights != "none":
+        _mark_pretrained(network, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    return network
+
+
+def timm_backbone(
+    name: str, num_classes: int, weights: str = "none", input_size: int = 224
+) -> nn.Module:
+    """Any timm model by name (`efficientnet_b0`, `convnext_tiny`, …) with a new head."""
+    del input_size
+    if not timm.is_model(name):
+        raise CnnStudyError(f"unknown timm model {name!r}; timm.list_models('*{name[:6]}*') helps")
+    if weights == "imagenet":
+        try:
+            network = timm.create_model(name, pretrained=True)
+        except Exception as error:  # hub unreachable, nothing cached
+            raise _offline_error(name, error) from None
+    else:
+        network = timm.create_model(name, pretrained=False)
+        if weights != "none":
+            load_weights(network, Path(weights))
+    network.reset_classifier(num_classes)
+    if weights != "none":
+        config = network.pretrained_cfg
+        mean = config.get("mean", IMAGENET_DEFAULT_MEAN)
+        _mark_pretrained(network, mean, config.get("std", IMAGENET_DEFAULT_STD))
+    return network
