@@ -147,8 +147,9 @@ class Finetune:
                 network.input_normalization = normalization
         elif self.needs_weights and not hasattr(network, "input_normalization"):
             raise CnnStudyError(
-                "this freeze policy fine-tunes trained weights, but the network starts from "
-                "random ones: set arch.weights=imagenet|<file> or finetune.from_checkpoint=<ckpt>"
+                "this fine-tuning starts from trained weights, but the network has random ones: "
+                "set finetune.from_checkpoint=<a cnn_study .ckpt> (or, for a pretrained "
+                "backbone, arch.weights=imagenet|<file>)"
             )
         self.policy(network)
         trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)

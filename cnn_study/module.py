@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from cnn_study.errors import CnnStudyError
+from cnn_study.finetune import classifier_layer
 from cnn_study.metrics import PER_CLASS_AUROC, accuracy, evaluation_metrics
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -37,6 +39,7 @@ class ImageClassifier(L.LightningModule):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         class_names: Sequence[str] = (),
+        backbone_lr_scale: float = 1.0,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -52,6 +55,7 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.augmentation = augmentation if augmentation is not None else nn.Identity()
         self.input_size = input_size
+        self.backbone_lr_scale = backbone_lr_scale
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -59,6 +63,22 @@ class ImageClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc, self.val_acc = accuracy(num_classes), accuracy(num_classes)
         self.test_metrics = evaluation_metrics(num_classes)
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        """Like `nn.Module.train`, but BatchNorm layers with frozen parameters stay in eval
+        mode, so a frozen backbone's running statistics do not drift."""
+        super().train(mode)
+        for layer in self.net.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in layer.parameters()
+            ):
+                layer.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning does not call train() itself (it restores each submodule's flag after
+        # validation), so apply the frozen-BatchNorm rule here, before every epoch.
+        self.train()
 
     @property
     def class_names(self) -> list[str]:
@@ -118,12 +138,27 @@ class ImageClassifier(L.LightningModule):
         self.test_metrics.reset()
         self.test_loss.reset()
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters only; the backbone's at `backbone_lr_scale` × the head's lr."""
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        if self.backbone_lr_scale == 1.0:
+            return [{"params": trainable}]
+        head_ids = {id(p) for p in classifier_layer(self.net).parameters()}
+        head = [p for p in trainable if id(p) in head_ids]
+        backbone = [p for p in trainable if id(p) not in head_ids]
+        if self.optimizer_factory is None or not backbone:
+            return [{"params": head}]
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if base_lr is None:
+            raise CnnStudyError("module.backbone_lr_scale needs an optimizer with an explicit lr")
+        return [{"params": head}, {"params": backbone, "lr": base_lr * self.backbone_lr_scale}]
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError(
                 "this ImageClassifier was built without an optimizer (inference only)"
             )
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

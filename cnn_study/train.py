@@ -46,12 +46,17 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The run's config with every interpolation resolved, without Hydra's own node."""
+def job_config(cfg: DictConfig) -> DictConfig:
+    """The run's config without Hydra's own node (present when composed in tests)."""
     without_hydra = cfg.copy()
     with open_dict(without_hydra):
         without_hydra.pop("hydra", None)
-    container = OmegaConf.to_container(without_hydra, resolve=True)
+    return without_hydra
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config with every interpolation resolved, without Hydra's own node."""
+    container = OmegaConf.to_container(job_config(cfg), resolve=True)
     assert isinstance(container, dict)
     return container
 
@@ -72,6 +77,11 @@ def count_parameters(module: torch.nn.Module) -> tuple[int, int]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; return (and save) its results."""
+    missing = sorted(OmegaConf.missing_keys(job_config(cfg)))
+    if missing:
+        raise CnnStudyError(
+            f"missing values: {', '.join(missing)}; set them on the command line (key=value)"
+        )
     if cfg.eval_weights not in EVAL_WEIGHTS:
         raise CnnStudyError(
             f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
@@ -112,14 +122,16 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
 
     network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
     network = instantiate(cfg.finetune)(network)
+    # Pretrained weights expect their own normalisation; a fresh network takes the data's.
+    mean, std = getattr(network, "input_normalization", (datamodule.mean, datamodule.std))
     # A partial, so that Hydra does not merge (and instantiate) the run_config dict.
     module = instantiate(cfg.module, _partial_=True)(
         net=network,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
         augmentation=instantiate(cfg.augmentation),
-        mean=datamodule.mean,
-        std=datamodule.std,
+        mean=list(mean),
+        std=list(std),
         class_names=datamodule.class_names,
         run_config=config,
     )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# No hub is reachable in tests: fail at once instead of huggingface_hub's retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,4 +71,12 @@ def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cifar10-folder")
     write_class_tree(root / "train", CIFAR_CLASSES, per_class=8, seed=1)
     write_class_tree(root / "test", CIFAR_CLASSES, per_class=3, seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 3-class image folder (root/<class>/*.png) with 10 images a class."""
+    root = tmp_path_factory.mktemp("image-folder")
+    write_class_tree(root, ["cats", "dogs", "owls"], per_class=10, seed=3)
     return root

@@ -6,7 +6,9 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import torch
 
+from cnn_study.models.cnn import build_cnn
 from cnn_study.train import run
 from tests.conftest import ComposeFn
 
@@ -29,17 +31,58 @@ def test_all_groups_present() -> None:
     assert expected <= set(GROUPS)
 
 
+BACKBONES = {
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "efficientnet_lite0",
+    "timm",
+}
+
+
+@pytest.fixture(scope="module")
+def gap4_bn_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dict of gap4_bn (10 classes): the "earlier run" that transfer options start from."""
+    path = tmp_path_factory.mktemp("weights") / "gap4_bn.pt"
+    torch.save(build_cnn(10, [32, 64, 128, 256], 512, input_size=64, padding=0,
+                         batch_norm=True, pooling="global_avg").state_dict(), path)  # fmt: skip
+    return path
+
+
+def data_overrides(group: str, option: str, cifar: Path, folder: Path) -> list[str]:
+    """Where each option's data comes from: generated trees, or fake data."""
+    experiment_data = {"a1_baseline": "cifar", "a5_linear": "cifar", "a5_partial": "cifar"}
+    source = experiment_data.get(option, "folder") if group == "experiment" else None
+    if group == "data":
+        source = {"cifar10": "cifar", "image_folder": "folder", "dog_emotion": "folder"}.get(option)
+    if source == "cifar":
+        return [f"data.root={cifar}", "data.val_size=20"]
+    if source == "folder":
+        return [f"data.root={folder}", "data.image_size=48"]
+    return [] if group == "data" else ["data=fake"]
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_trains(
-    group: str, option: str, compose_cfg: ComposeFn, cifar_folder: Path
+    group: str,
+    option: str,
+    compose_cfg: ComposeFn,
+    cifar_folder: Path,
+    image_folder: Path,
+    gap4_bn_weights: Path,
 ) -> None:
-    overrides = [f"{group}={option}"]
-    if option == "cifar10" or group == "experiment":
-        overrides += [f"data.root={cifar_folder}", "data.val_size=20"]
-    elif group != "data":
-        overrides.append("data=fake")
+    overrides = [f"{group}={option}", *data_overrides(group, option, cifar_folder, image_folder)]
     if (group, option) != ("trainer", "debug"):
         overrides += QUICK
+    if group == "arch" and option in BACKBONES:
+        overrides += ["arch.weights=none", "arch.input_size=32"]
+    if group == "finetune" and option == "full":
+        overrides += ["arch=gap4_bn", f"finetune.from_checkpoint={gap4_bn_weights}"]
+    if group == "experiment" and option.startswith(("a5", "b5")):
+        overrides += ["arch.weights=none", "arch.input_size=32", "finetune.needs_weights=false"]
+    if group == "experiment" and option.startswith("b4"):
+        overrides += [f"finetune.from_checkpoint={gap4_bn_weights}", "arch.input_size=64"]
     results = run(compose_cfg(*overrides))
     assert results["status"] == "completed"
     assert 0.0 <= results["test/acc"] <= 1.0

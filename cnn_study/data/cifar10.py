@@ -117,8 +117,10 @@ class CIFAR10DataModule(InMemoryImageDataModule):
                 f"class folders differ between {self.root / 'train'} {train_classes} "
                 f"and {self.root / 'test'} {test_classes}"
             )
-        classes, train_files, train_labels = scan_class_tree(self.root / "train")
-        _, test_files, test_labels = scan_class_tree(self.root / "test")
+        train_tree = scan_class_tree(self.root / "train")
+        test_tree = scan_class_tree(self.root / "test")
+        classes, train_files, train_labels = train_tree.classes, train_tree.files, train_tree.labels
+        test_files, test_labels = test_tree.files, test_tree.labels
         key = fingerprint([*train_files, *test_files], str(self.root))
         cache_file = self.cache_dir / f"cifar10-folder-{key}.pt"
 

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from cnn_study.errors import CnnStudyError
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+_HIGH_BIT_DEPTH = {"I;16": 257.0, "I;16B": 257.0, "I;16L": 257.0, "I": 257.0, "F": 1.0}
+
+
+@dataclass
+class ClassTree:
+    """Image files under `root/<class>/`, their labels, and files that are not images."""
+
+    classes: list[str]
+    files: list[Path]
+    labels: list[int]
+    ignored: list[Path] = field(default_factory=list)
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -20,28 +35,49 @@ def class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_class_tree(root: Path) -> tuple[list[str], list[Path], list[int]]:
-    """Class names (sorted folder names), image files and their labels under `root`."""
+def scan_class_tree(root: Path) -> ClassTree:
+    """Class names (sorted folder names), image files and labels under `root`.
+
+    An empty class folder is an error that names it; files that are not images by their
+    suffix are collected in `ignored`, so the caller can name them in one warning.
+    """
     folders = class_folders(root)
     if not folders:
         raise CnnStudyError(f"no class folders under {root}")
-    files: list[Path] = []
-    labels: list[int] = []
+    tree = ClassTree(classes=[f.name for f in folders], files=[], labels=[])
     for label, folder in enumerate(folders):
-        images = sorted(
-            p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
-            raise CnnStudyError(f"class folder {folder} holds no images ({sorted(IMAGE_SUFFIXES)})")
-        files.extend(images)
-        labels.extend([label] * len(images))
-    return [f.name for f in folders], files, labels
+            raise CnnStudyError(
+                f"class folder {folder} holds no images (suffixes {sorted(IMAGE_SUFFIXES)})"
+            )
+        tree.files.extend(images)
+        tree.labels.extend([label] * len(images))
+        tree.ignored.extend(p for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES)
+    return tree
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: 16-bit and float grey scaled down, not clipped."""
+    if image.mode in _HIGH_BIT_DEPTH:
+        grey = np.asarray(image, dtype=np.float64) / _HIGH_BIT_DEPTH[image.mode]
+        image = Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
 
 
 def decode_rgb(path: Path) -> np.ndarray:
     """One image file as an H×W×3 uint8 array (PIL: any mode becomes RGB)."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(to_rgb(image))
+
+
+def decode_square(path: Path, size: int) -> np.ndarray:
+    """An image file upright (EXIF), RGB, centre-cropped to a square and resized to size²."""
+    with Image.open(path) as image:
+        upright = ImageOps.exif_transpose(image)
+        square = ImageOps.fit(to_rgb(upright), (size, size), method=Image.Resampling.BILINEAR)
+        return np.asarray(square)
 
 
 def decode_same_size(files: list[Path], description: str) -> Tensor:
@@ -51,3 +87,22 @@ def decode_same_size(files: list[Path], description: str) -> Tensor:
     if len(shapes) != 1:
         raise CnnStudyError(f"{description}: images differ in size {sorted(shapes)[:4]}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def decode_resized(files: list[Path], size: int, description: str) -> tuple[Tensor, list[int]]:
+    """Decode images of any size and mode to N×3×size×size uint8, skipping unreadable ones.
+
+    Returns the tensor of the readable images and the indices (into `files`) of those
+    that could not be read, so the caller can name them before training starts.
+    """
+    images: list[np.ndarray] = []
+    failed: list[int] = []
+    for index, path in enumerate(tqdm(files, desc=description, unit="img")):
+        try:
+            images.append(decode_square(path, size))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            log.debug("cannot read %s: %s", path, error)
+            failed.append(index)
+    if not images:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8), failed
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), failed

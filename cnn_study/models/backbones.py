@@ -1,7 +1,9 @@
 """Pretrained backbones from torchvision and timm, their heads sized for the data.
 
-`weights` is "none", "imagenet" (the library's own download and cache), or a path to a
-local file with the architecture's own keys (see `cnn_study.models.weights`). A network
+`weights` is "none"; "imagenet" (the library's own download and cache; an error when
+neither is reachable); "auto" (ImageNet weights when they can be had, else random
+initialisation with a warning); or a path to a local file with the architecture's own
+keys (see `cnn_study.models.weights`). A network
 built from pretrained weights carries the normalisation those weights expect in
 `input_normalization` (mean, std), which the classifier then uses instead of the data's.
 """
@@ -9,7 +11,9 @@ built from pretrained weights carries the normalisation those weights expect in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import timm
 import torchvision
@@ -21,6 +25,8 @@ from cnn_study.models.weights import load_weights
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 def _offline_error(name: str, error: Exception) -> CnnStudyError:
     return CnnStudyError(
@@ -28,6 +34,21 @@ def _offline_error(name: str, error: Exception) -> CnnStudyError:
         f"({type(error).__name__}: {error}). Without network access, download the weights "
         f"elsewhere and point arch.weights at the file: arch.weights=/path/to/{name}.pth"
     )
+
+
+def _fetch_imagenet(name: str, weights: str, fetch: Callable[[], T]) -> T | None:
+    """`fetch()` ImageNet weights; for weights="auto", None and a warning when unavailable."""
+    try:
+        return fetch()
+    except Exception as error:  # URLError, socket errors, hub errors, a proxy page
+        if weights != "auto":
+            raise _offline_error(name, error) from None
+        log.warning(
+            "ImageNet weights for %s are unavailable (%s: %s): training from random "
+            "initialisation. Point arch.weights at a local file to use pretrained weights.",
+            name, type(error).__name__, error,
+        )  # fmt: skip
+        return None
 
 
 def replace_last_linear(network: nn.Module, num_classes: int) -> nn.Linear:
@@ -57,16 +78,17 @@ def torchvision_backbone(
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise CnnStudyError(f"unknown torchvision model {name!r}")
     network = torchvision.models.get_model(name, weights=None)
-    if weights == "imagenet":
-        try:
-            state = torchvision.models.get_model_weights(name).DEFAULT.get_state_dict(progress=True)
-        except Exception as error:  # URLError, socket errors, a proxy page
-            raise _offline_error(name, error) from None
-        network.load_state_dict(state)
-    elif weights != "none":
+    pretrained = weights not in ("none", "imagenet", "auto")
+    if pretrained:
         load_weights(network, weights)
+    elif weights != "none":
+        enum = torchvision.models.get_model_weights(name).DEFAULT
+        state = _fetch_imagenet(name, weights, lambda: enum.get_state_dict(progress=True))
+        if state is not None:
+            network.load_state_dict(state)
+            pretrained = True
     replace_last_linear(network, num_classes)
-    if weights != "none":
+    if pretrained:
         _mark_pretrained(network, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     return network
 
@@ -78,17 +100,16 @@ def timm_backbone(
     del input_size
     if not timm.is_model(name):
         raise CnnStudyError(f"unknown timm model {name!r}; timm.list_models('*{name[:6]}*') helps")
-    if weights == "imagenet":
-        try:
-            network = timm.create_model(name, pretrained=True)
-        except Exception as error:  # hub unreachable, nothing cached
-            raise _offline_error(name, error) from None
-    else:
+    network = None
+    if weights in ("imagenet", "auto"):
+        network = _fetch_imagenet(name, weights, lambda: timm.create_model(name, pretrained=True))
+    pretrained = network is not None or weights not in ("none", "imagenet", "auto")
+    if network is None:
         network = timm.create_model(name, pretrained=False)
-        if weights != "none":
+        if pretrained:
             load_weights(network, Path(weights))
     network.reset_classifier(num_classes)
-    if weights != "none":
+    if pretrained:
         config = network.pretrained_cfg
         mean = config.get("mean", IMAGENET_DEFAULT_MEAN)
         _mark_pretrained(network, mean, config.get("std", IMAGENET_DEFAULT_STD))
