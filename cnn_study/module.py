@@ -121,11 +121,13 @@ class ImageClassifier(L.LightningModule):
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss, logits = self._shared_step(batch, train=False)
         labels = batch[1]
+        probabilities = logits.float().softmax(dim=-1)
         self.test_loss.update(loss, weight=len(labels))
-        self.test_metrics.update(logits.float().softmax(dim=-1), labels)
+        self.test_metrics.update(probabilities, labels)
+        return {"probabilities": probabilities, "labels": labels}  # for figure callbacks
 
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()

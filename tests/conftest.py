@@ -26,6 +26,9 @@ CIFAR_CLASSES = [
 
 ComposeFn = Callable[..., DictConfig]
 
+# Runs that test something else skip the test-end figures (seconds each; see test_gradcam.py).
+NO_FIGURES = ("~callbacks.gradcam", "~callbacks.evaluation_figures")
+
 
 @pytest.fixture(autouse=True)
 def isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):

@@ -10,7 +10,7 @@ import torch
 
 from cnn_study.models.cnn import build_cnn
 from cnn_study.train import run
-from tests.conftest import ComposeFn
+from tests.conftest import NO_FIGURES, ComposeFn
 
 CONF = files("cnn_study.conf")
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra",))
@@ -75,6 +75,8 @@ def test_option_composes_and_trains(
     overrides = [f"{group}={option}", *data_overrides(group, option, cifar_folder, image_folder)]
     if (group, option) != ("trainer", "debug"):
         overrides += QUICK
+    if (group, option) != ("callbacks", "none"):
+        overrides += NO_FIGURES
     if group == "arch" and option in BACKBONES:
         overrides += ["arch.weights=none", "arch.input_size=32"]
     if group == "finetune" and option == "full":

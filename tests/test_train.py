@@ -22,7 +22,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from cnn_study.data.fake import FakeDataModule
 from cnn_study.module import load_classifier
 from cnn_study.train import run
-from tests.conftest import ComposeFn
+from tests.conftest import NO_FIGURES, ComposeFn
 
 REQUIRED_KEYS = {
     "test/acc", "test/precision", "test/recall", "test/f1", "test/f1_macro", "test/auroc",
@@ -77,7 +77,7 @@ def test_cli_help_lists_the_groups(tmp_path: Path) -> None:
 
 def test_multirun_grid_runs_nine_jobs_each_with_results(tmp_path: Path) -> None:
     result = cli(
-        "-m", "data=fake", "trainer.fast_dev_run=true",
+        "-m", "data=fake", "trainer.fast_dev_run=true", *NO_FIGURES,
         "regularization.dropout=0.3,0.4,0.5", "regularization.weight_decay=1e-4,1e-3,1e-2",
         cwd=tmp_path, env={"CNN_STUDY_OUTPUT": str(tmp_path / "out")},
     )  # fmt: skip
@@ -130,7 +130,7 @@ def test_lr_schedules(scheduler: str, expected: list[float], compose_cfg: Compos
     cfg = compose_cfg(
         "data=fake", f"scheduler={scheduler}", "trainer.max_epochs=6",
         "++trainer.limit_train_batches=1", "++trainer.limit_val_batches=1",
-        "++trainer.limit_test_batches=1", output_dir=tmp_path / "run",
+        "++trainer.limit_test_batches=1", *NO_FIGURES, output_dir=tmp_path / "run",
     )  # fmt: skip
     run(cfg)
     assert scalars(tmp_path / "run")["lr"] == pytest.approx(expected)
@@ -149,7 +149,7 @@ def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_same_seed_same_run_other_seed_other_run(compose_cfg: ComposeFn, tmp_path: Path):
-    common = ("data=fake", "augmentation=crop_flip_jitter", "trainer=debug")
+    common = ("data=fake", "augmentation=crop_flip_jitter", "trainer=debug", *NO_FIGURES)
     first = run(compose_cfg(*common, "seed=7", output_dir=tmp_path / "a"))
     second = run(compose_cfg(*common, "seed=7", output_dir=tmp_path / "b"))
     run(compose_cfg(*common, "seed=8", output_dir=tmp_path / "c"))

@@ -1,0 +1,85 @@
+"""The studies' evaluation figures at test end: ROC curves, confusion matrix, a prediction
+grid and the train/val curves (read back from TensorBoard's own event files)."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAUROC, MulticlassConfusionMatrix, MulticlassROC
+
+from cnn_study.callbacks.figure_output import displayable, publish_figure, seeded_sample
+from cnn_study.figures import confusion_figure, curves_figure, prediction_grid, roc_figure
+from cnn_study.module import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationFigures(Callback):
+    """ROC per class (AUC in the legend), confusion matrix (counts and row-normalised),
+    `grid_size` seeded test images with true/predicted labels, loss/accuracy curves."""
+
+    def __init__(self, grid_size: int = 16, seed: int = 0) -> None:
+        self.grid_size = grid_size
+        self.seed = seed
+        self.metrics: MetricCollection | None = None
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, ImageClassifier)
+        classes = len(pl_module.class_names)
+        self.metrics = MetricCollection(
+            {
+                "roc": MulticlassROC(num_classes=classes),
+                "auroc": MulticlassAUROC(num_classes=classes, average=None),
+                "confusion": MulticlassConfusionMatrix(num_classes=classes),
+            }
+        ).to(pl_module.device)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.metrics is not None and outputs is not None:
+            self.metrics.update(outputs["probabilities"], outputs["labels"])
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, ImageClassifier) and self.metrics is not None
+        names = pl_module.class_names
+        values = self.metrics.compute()
+        fpr, tpr, _ = values["roc"]
+        curves = [f.cpu().numpy() for f in fpr], [t.cpu().numpy() for t in tpr]
+        auroc = values["auroc"].cpu().numpy()
+        publish_figure(trainer, roc_figure(*curves, auroc, names), "test/roc")
+        publish_figure(
+            trainer, confusion_figure(values["confusion"].cpu().numpy(), names), "test/confusion"
+        )
+        self.metrics.reset()
+        images, labels = seeded_sample(trainer.test_dataloaders, self.grid_size, self.seed)
+        with torch.no_grad():
+            inputs = pl_module.preprocess(images.to(pl_module.device))
+            predictions = pl_module(inputs).argmax(dim=1).cpu()
+        grid = prediction_grid(
+            displayable(images, pl_module.input_size),
+            [names[i] for i in labels.tolist()],
+            [names[i] for i in predictions.tolist()],
+        )
+        publish_figure(trainer, grid, "test/predictions")
+        self._curves(trainer)
+
+    def _curves(self, trainer: L.Trainer) -> None:
+        board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if board is None:
+            log.info("no TensorBoard logger: the loss/accuracy curves figure is skipped")
+            return
+        board.experiment.flush()
+        events = EventAccumulator(board.log_dir)
+        events.Reload()
+        tags = set(events.Tags()["scalars"])
+        scalars = {
+            tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in ("train/loss", "val/loss", "train/acc", "val/acc")
+            if tag in tags
+        }
+        publish_figure(trainer, curves_figure(scalars), "curves")
