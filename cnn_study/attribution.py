@@ -26,8 +26,11 @@ def conv_layer_names(network: nn.Module) -> list[str]:
 
 
 def target_layer(network: nn.Module, name: str | None = None) -> nn.Module:
-    """The layer to explain: `name`, or by default the last Conv2d of the network."""
+    """The layer to explain: `name`; by default the network's own `gradcam_layer()` (the
+    cnn_study CNNs: the last conv layer's activation), else its last Conv2d."""
     convs = conv_layer_names(network)
+    if name is None and hasattr(network, "gradcam_layer"):
+        name = network.gradcam_layer()
     if name is None:
         if not convs:
             raise CnnStudyError(f"{type(network).__name__} has no Conv2d layer for Grad-CAM")

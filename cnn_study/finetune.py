@@ -12,15 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
 import torchvision
 from timm.models import group_modules
 from torch import nn
 
 from cnn_study.errors import CnnStudyError
-from cnn_study.models.weights import load_weights
+from cnn_study.models.weights import load_weights, read_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +110,8 @@ def partial(network: nn.Module, frozen_stages: int = 2) -> None:
         module.requires_grad_(False)
 
 
-def checkpoint_normalization(path: str | Path) -> tuple[tuple, tuple] | None:
+def checkpoint_normalization(loaded: object) -> tuple[tuple, tuple] | None:
     """The (mean, std) a cnn_study checkpoint's network was trained with, if it is one."""
-    loaded = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=False)
     hparams = loaded.get("hyper_parameters", {}) if isinstance(loaded, dict) else {}
     if "mean" in hparams and "std" in hparams:
         return tuple(hparams["mean"]), tuple(hparams["std"])
@@ -141,8 +138,9 @@ class Finetune:
 
     def __call__(self, network: nn.Module) -> nn.Module:
         if self.from_checkpoint:
-            load_weights(network, self.from_checkpoint)
-            normalization = checkpoint_normalization(self.from_checkpoint)
+            loaded = read_weights_file(self.from_checkpoint)
+            load_weights(network, self.from_checkpoint, loaded)
+            normalization = checkpoint_normalization(loaded)
             if normalization is not None:
                 network.input_normalization = normalization
         elif self.needs_weights and not hasattr(network, "input_normalization"):

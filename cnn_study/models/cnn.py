@@ -52,6 +52,16 @@ class ConvNet(nn.Module):
         """Stages for freeze policies, in timm's format: one group per conv block."""
         return {"blocks": r"^features\.(\d+)"}
 
+    def gradcam_layer(self) -> str:
+        """Grad-CAM's default layer: the last conv layer's rectified output (its ReLU).
+
+        On the raw conv output (before BatchNorm and ReLU) the weighted maps of some images
+        sum to nothing but negatives and Grad-CAM shows a blank map.
+        """
+        block = len(self.features) - 1
+        relu = next(i for i, m in enumerate(self.features[block]) if isinstance(m, nn.ReLU))
+        return f"features.{block}.{relu}"
+
     def get_classifier(self) -> nn.Linear:
         """The output layer, replaced when the network moves to a new task (as in timm)."""
         return self.classifier[-1]

@@ -19,15 +19,19 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 _CLASSIFIER_PREFIX = "net."
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a state dict file or of a checkpoint's `state_dict`, wrapper prefixes removed."""
+def read_weights_file(path: str | Path) -> Any:
+    """The object stored in a weights file or checkpoint, on the CPU."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CnnStudyError(f"weights file {path} does not exist")
     try:
-        loaded: Any = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise CnnStudyError(f"cannot read weights file {path}: {error}") from None
+
+
+def network_state(loaded: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict, or of a checkpoint's `state_dict`, prefixes removed."""
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -36,26 +40,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CnnStudyError(f"{path} holds no state dict (a dict of tensors)")
     state = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
     if any(k.startswith(_CLASSIFIER_PREFIX) for k in state):
-        return {
-            k.removeprefix(_CLASSIFIER_PREFIX): v
-            for k, v in state.items()
-            if k.startswith(_CLASSIFIER_PREFIX)
-        }
+        prefix = _CLASSIFIER_PREFIX
+        return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     for prefix in _WRAPPER_PREFIXES:
         if all(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
     return state
 
 
-def load_weights(network: nn.Module, path: str | Path) -> list[str]:
+def load_weights(network: nn.Module, path: str | Path, loaded: Any = None) -> list[str]:
     """Load `path` into `network`; tensors whose shape differs (a head) are dropped and named.
 
     Every other tensor of the network must be in the file: a file for another architecture
     fails here with the missing keys, instead of training from a half-loaded network.
+    `loaded` is the file's content when the caller has read it already.
     Returns the names of the dropped tensors.
     """
     own = network.state_dict()
-    state = {k: v for k, v in read_state_dict(path).items() if k in own}
+    if loaded is None:
+        loaded = read_weights_file(path)
+    state = {k: v for k, v in network_state(loaded, path).items() if k in own}
     dropped = [k for k, v in state.items() if v.shape != own[k].shape]
     for key in dropped:
         del state[key]
