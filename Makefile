@@ -20,7 +20,7 @@ endif
 
 ARGS ?=
 
-.PHONY: install run test lint format tensorboard clean
+.PHONY: install run test lint format tensorboard clean study-a
 
 install: $(STAMP)
 
@@ -32,6 +32,18 @@ $(STAMP): pyproject.toml
 
 run: install  ## Study A1 baseline (override anything with ARGS="arch=cnn5 ...")
 	$(PY) -m cnn_study experiment=a1_baseline $(ARGS)
+
+# Every part of Study A, then one report: `make study-a ARGS="trainer.max_epochs=2 seed=0,1,2"`.
+# A part that fails (A5 without ImageNet weights offline) shows as failed in the report.
+STUDY_A_SWEEPS := a2_depth a3_regularization a7_lr_schedule
+STUDY_A_RUNS := a1_baseline a4_batchnorm a5_linear a5_partial a6_augmentation a8_gradcam
+study-a: install
+	@set -u; dir="$$($(PY) -m cnn_study.paths output)/study-a/$$(date +%Y-%m-%d_%H-%M-%S)"; \
+	for part in $(STUDY_A_RUNS) $(STUDY_A_SWEEPS); do \
+	  $(PY) -m cnn_study -m experiment=$$part hydra.sweep.dir="$$dir/$$part" $(ARGS) \
+	    || echo "study-a: $$part failed (see its results.json)"; \
+	done; \
+	$(PY) -m cnn_study.report "$$dir"
 
 test: install
 	$(PY) -m pytest $(ARGS)

@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnn_study.config import CONFIG_NAME, CONFIG_PATH
-from cnn_study.errors import CnnStudyError
+from cnn_study.errors import user_error
 from cnn_study.train import run
 
 log = logging.getLogger("cnn_study")
@@ -21,10 +21,13 @@ log = logging.getLogger("cnn_study")
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except CnnStudyError as error:
+    except Exception as error:
+        problem = user_error(error)
+        if problem is None:
+            raise
         # A user error: one clear message. A sweep goes on with its other jobs;
         # a single run exits non-zero (results.json records the error either way).
-        log.error("%s", error)
+        log.error("%s", problem)
         if HydraConfig.get().mode == RunMode.RUN:
             sys.exit(2)
 

@@ -98,3 +98,30 @@ class ColorJitter(nn.Module):
             uniform = torch.rand(images.shape[0], 1, 1, 1, device=images.device, dtype=images.dtype)
             images = self.adjust(images, name, low + (1.0 + strength - low) * uniform)
         return images
+
+
+class RandomRotateScale(nn.Module):
+    """Random rotation in ±`degrees` and isotropic scale in `scale`, per image, one affine
+    resample (bilinear, zero fill), as torchvision's RandomRotation + RandomAffine(scale)."""
+
+    def __init__(self, degrees: float = 20.0, scale: tuple[float, float] = (0.8, 1.2)) -> None:
+        super().__init__()
+        self.degrees = degrees
+        self.scale = tuple(scale)
+
+    def forward(self, images: Tensor) -> Tensor:
+        n = images.shape[0]
+        options = {"device": images.device, "dtype": images.dtype}
+        angle = (torch.rand(n, **options) * 2 - 1) * self.degrees * torch.pi / 180
+        low, high = self.scale
+        zoom = low + (high - low) * torch.rand(n, **options)
+        # affine_grid maps output to input coordinates: the inverse of rotate-then-zoom.
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        zeros = torch.zeros_like(cos)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1
+        )
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )

@@ -7,3 +7,15 @@ class CnnStudyError(Exception):
 
 class DataNotFoundError(CnnStudyError):
     """No usable dataset under the configured root, and it could not be downloaded."""
+
+
+def user_error(error: BaseException) -> CnnStudyError | None:
+    """The CnnStudyError behind `error`, also when Hydra's instantiate wrapped it."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CnnStudyError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

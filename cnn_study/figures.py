@@ -134,3 +134,23 @@ def curves_figure(scalars: dict[str, list[tuple[int, float]]]) -> Figure:
             ax.legend()
     fig.tight_layout()
     return fig
+
+
+def val_curves_figure(curves: dict[str, dict[str, list[list[float]]]]) -> Figure:
+    """Validation accuracy and loss per epoch, one line per configuration (mean over seeds)."""
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+    for ax, tag in zip(axes, ("val/acc", "val/loss")):
+        for name, per_tag in curves.items():
+            repeats = [c for c in per_tag.get(tag, []) if c]
+            if not repeats:
+                continue
+            length = min(len(c) for c in repeats)
+            mean = np.mean([c[:length] for c in repeats], axis=0)
+            ax.plot(np.arange(1, length + 1), mean, marker="o", ms=3, label=name[:60])
+        ax.set(xlabel="epoch", ylabel=tag)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

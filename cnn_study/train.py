@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnn_study.errors import CnnStudyError
+from cnn_study.errors import CnnStudyError, user_error
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as error:  # the file must say that this run did not finish
         interrupted = isinstance(error, KeyboardInterrupt)
         results["status"] = "interrupted" if interrupted else "failed"
-        results["error"] = f"{type(error).__name__}: {error}"
+        cause = user_error(error) or error
+        results["error"] = f"{type(cause).__name__}: {cause}"
         raise
     finally:
         write_json_atomic(output_dir / RESULTS_FILE, results)

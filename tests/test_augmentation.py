@@ -6,7 +6,13 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from cnn_study.augmentation import ColorJitter, Pipeline, RandomCrop, RandomHorizontalFlip
+from cnn_study.augmentation import (
+    ColorJitter,
+    Pipeline,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomRotateScale,
+)
 
 
 def test_random_crop_takes_a_window_of_the_padded_image_per_image() -> None:
@@ -74,3 +80,19 @@ def test_pipeline_keeps_shape_range_and_named_steps() -> None:
     out = pipeline(torch.rand(8, 3, 32, 32))
     assert out.shape == (8, 3, 32, 32)
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_rotate_scale_identity_and_zoom() -> None:
+    images = torch.rand(4, 3, 16, 16)
+    same = RandomRotateScale(degrees=0, scale=(1.0, 1.0))(images)
+    torch.testing.assert_close(same, images, atol=1e-5, rtol=1e-5)
+    # A horizontal ramp zoomed ×2 about the centre: column c shows input column
+    # 8 + (c + 0.5 - 8) / 2 - 0.5 (pixel centres), exact under bilinear sampling.
+    ramp = torch.arange(16.0).view(1, 1, 1, 16).expand(1, 1, 16, 16) / 16
+    zoomed = RandomRotateScale(degrees=0, scale=(2.0, 2.0))(ramp)
+    columns = torch.arange(16.0)
+    expected = (8 + (columns + 0.5 - 8) / 2 - 0.5) / 16
+    torch.testing.assert_close(zoomed[0, 0, 8], expected, atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    turned = RandomRotateScale(degrees=20, scale=(0.8, 1.2))(images)
+    assert turned.shape == images.shape and not torch.allclose(turned, images)
