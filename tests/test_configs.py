@@ -12,13 +12,12 @@ from cnn_study.models.cnn import build_cnn
 from cnn_study.train import run
 from tests.conftest import NO_FIGURES, ComposeFn
 
-CONF = files("cnn_study.conf")
+CONF = Path(str(files("cnn_study.conf")))
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra",))
-OPTIONS = [
-    (group, entry.name.removesuffix(".yaml"))
+OPTIONS = [  # nested options too, e.g. regularization=a3/d05_wd1e-4
+    (group, path.relative_to(CONF / group).with_suffix("").as_posix())
     for group in GROUPS
-    for entry in sorted(CONF.joinpath(group).iterdir(), key=lambda e: e.name)
-    if entry.name.endswith(".yaml")
+    for path in sorted((CONF / group).rglob("*.yaml"))
 ]
 # Shortens every run; `trainer=debug` is already short and keeps its own limits.
 QUICK = ("trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",
