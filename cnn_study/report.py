@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnn_study.figures import val_curves_figure
@@ -130,20 +131,13 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     return header, lines
 
 
-def write_report(folders: list[Path], out: Path) -> list[Path]:
-    runs = find_runs(folders)
-    if not runs:
-        raise SystemExit(f"no {RESULTS_FILE} below {', '.join(map(str, folders))}")
-    rows = group(runs)
-    header, lines = table(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    markdown += ["| " + " | ".join(cells) + " |" for cells in lines]
-    sources = ", ".join(str(f) for f in folders)
-    text = f"# cnn_study report\n\n{len(runs)} runs from {sources}\n\n" + "\n".join(markdown)
-    (out / "report.md").write_text(text + "\n")
-    with (out / "report.csv").open("w", newline="") as handle:
-        csv.writer(handle).writerows([header, *lines])
+def markdown_table(header: list[str], lines: list[list[str]]) -> str:
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(rows + ["| " + " | ".join(cells) + " |" for cells in lines])
+
+
+def val_curves(rows: list[Row]) -> Figure:
+    """Validation accuracy and loss per epoch of every completed configuration."""
     names = varied(rows)
     curves = {
         names[row.configuration]: {
@@ -152,7 +146,22 @@ def write_report(folders: list[Path], out: Path) -> list[Path]:
         for row in rows
         if row.completed
     }
-    val_curves_figure(curves).savefig(out / "val_curves.png", dpi=110)
+    return val_curves_figure(curves)
+
+
+def write_report(folders: list[Path], out: Path) -> list[Path]:
+    runs = find_runs(folders)
+    if not runs:
+        raise SystemExit(f"no {RESULTS_FILE} below {', '.join(map(str, folders))}")
+    rows = group(runs)
+    header, lines = table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = ", ".join(str(f) for f in folders)
+    text = f"# cnn_study report\n\n{len(runs)} runs from {sources}\n\n"
+    (out / "report.md").write_text(text + markdown_table(header, lines) + "\n")
+    with (out / "report.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *lines])
+    val_curves(rows).savefig(out / "val_curves.png", dpi=110)
     return [out / "report.md", out / "report.csv", out / "val_curves.png"]
 
 

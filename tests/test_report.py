@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from cnn_study.reference import study_figures
-from tests.conftest import NO_FIGURES
 
 
 def cli(*args: str, cwd: Path, out: Path) -> subprocess.CompletedProcess:
@@ -25,15 +24,24 @@ def cli(*args: str, cwd: Path, out: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_sweep_report_rows_mean_std_and_failures(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """2 schedulers × 2 seeds on fake data (with Grad-CAM figures), and one failed run."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     out = tmp_path / "out"
-    sweep = cli("-m", "cnn_study", "-m", "data=fake", "trainer=debug", *NO_FIGURES,
-                "seed=0,1", "scheduler=constant,step", cwd=tmp_path, out=out)  # fmt: skip
+    grid = ("data=fake", "trainer=debug", "~callbacks.evaluation_figures", "seed=0,1",
+            "scheduler=constant,step")  # fmt: skip
+    sweep = cli("-m", "cnn_study", "-m", *grid, cwd=tmp_path, out=out)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     failed = cli("-m", "cnn_study", "data=fake", "arch=gap4", "arch.input_size=16",
                  cwd=tmp_path, out=out)  # fmt: skip
     assert failed.returncode == 2
     (sweep_dir,) = (out / "multirun").iterdir()
+    return sweep_dir, out
+
+
+def test_sweep_report_rows_mean_std_and_failures(tiny_sweep, tmp_path: Path) -> None:
+    sweep_dir, out = tiny_sweep
     report = cli("-m", "cnn_study.report", str(sweep_dir), str(out / "runs"), cwd=tmp_path, out=out)
     assert report.returncode == 0, report.stderr[-2000:]
 
@@ -77,3 +85,19 @@ def test_sweep_report_rows_mean_std_and_failures(tmp_path: Path) -> None:
 def test_study_figures_match_the_configuration(overrides, accuracy) -> None:
     figures = study_figures(overrides)
     assert (figures or {}).get("test/acc") == (pytest.approx(accuracy) if accuracy else None)
+
+
+def test_notebook_runs_on_a_sweep(tiny_sweep, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    sweep_dir, _ = tiny_sweep
+    monkeypatch.setenv("CNN_STUDY_SWEEP", str(sweep_dir))
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "study_report.ipynb", 4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                   for o in outputs)  # fmt: skip
+    assert "4 runs, 2 configurations" in text
+    assert "scheduler=step" in text and "± " in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1 + 4  # the validation curves, one Grad-CAM figure per run
