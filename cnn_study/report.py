@@ -106,7 +106,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the report, one line per configuration (and per failed run)."""
     names = varied(rows)
     header = ["configuration", "status", "seeds", *(m.removeprefix("test/") for m in METRICS),
-              "study acc", "Δ acc (pts)", "epochs", "params", "train s"]  # fmt: skip
+              "study acc", "Δ acc (pts)", "study f1", "epochs", "params", "train s"]  # fmt: skip
     lines = []
     for row in rows:
         if row.completed:
@@ -120,6 +120,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
                 names[row.configuration], "completed", str(len(row.completed)),
                 *(_cell(row.mean_std(m)) for m in METRICS),
                 f"{study:.4f}" if study else "—", delta,
+                f"{reference['test/f1']:.4f}" if "test/f1" in reference else "—",
                 f"{row.mean_of('epochs') or 0:.0f}", f"{params:,.0f}" if params else "—",
                 f"{seconds:.1f}" if seconds is not None else "—",
             ])  # fmt: skip
