@@ -159,7 +159,11 @@ def write_report(folders: list[Path], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     sources = ", ".join(str(f) for f in folders)
     text = f"# cnn_study report\n\n{len(runs)} runs from {sources}\n\n"
-    (out / "report.md").write_text(text + markdown_table(header, lines) + "\n")
+    note = (
+        "\n\nStudy figures are single runs under the studies' own protocol (Study A: 10 "
+        "epochs); compare runs of another length with care."
+    )
+    (out / "report.md").write_text(text + markdown_table(header, lines) + note + "\n")
     with (out / "report.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([header, *lines])
     val_curves(rows).savefig(out / "val_curves.png", dpi=110)
