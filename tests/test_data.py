@@ -139,7 +139,7 @@ def test_failed_download_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(CIFAR10, "download", offline)
-    dm = CIFAR10DataModule(tmp_path, cache_dir=tmp_path / "cache", download=True)  # patched: fails
+    dm = CIFAR10DataModule(tmp_path, cache_dir=tmp_path / "cache")  # downloads by default
     with pytest.raises(DataNotFoundError, match=r"download failed .*URLError") as info:
         dm.setup("fit")
     assert info.value.__cause__ is None and info.value.__suppress_context__
