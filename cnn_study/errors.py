@@ -9,6 +9,10 @@ class DataNotFoundError(CnnStudyError):
     """No usable dataset under the configured root, and it could not be downloaded."""
 
 
+class DivergedError(CnnStudyError):
+    """The training loss became NaN or infinite: the run stops, its status is "diverged"."""
+
+
 def user_error(error: BaseException) -> CnnStudyError | None:
     """The CnnStudyError behind `error`, also when Hydra's instantiate wrapped it."""
     seen: set[int] = set()

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from cnn_study.errors import CnnStudyError
+from cnn_study.errors import CnnStudyError, DivergedError
 from cnn_study.finetune import classifier_layer
 from cnn_study.metrics import PER_CLASS_AUROC, accuracy, evaluation_metrics
 
@@ -40,6 +40,8 @@ class ImageClassifier(L.LightningModule):
         std: Sequence[float] = (0.5, 0.5, 0.5),
         class_names: Sequence[str] = (),
         backbone_lr_scale: float = 1.0,
+        channels_last: bool = True,
+        compile: bool = False,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -56,8 +58,13 @@ class ImageClassifier(L.LightningModule):
         self.augmentation = augmentation if augmentation is not None else nn.Identity()
         self.input_size = input_size
         self.backbone_lr_scale = backbone_lr_scale
+        self.use_channels_last = channels_last
+        self.compile_network = compile
+        self._compiled = False
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        # Set on the device by any non-finite training loss; read once per epoch (no step sync).
+        self.register_buffer("nonfinite_loss", torch.zeros((), dtype=torch.bool), persistent=False)
 
         num_classes = len(class_names)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
@@ -74,6 +81,15 @@ class ImageClassifier(L.LightningModule):
             ):
                 layer.eval()
         return self
+
+    def configure_model(self) -> None:
+        # Lightning calls this before every fit/test, and when loading a checkpoint.
+        if self.use_channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_network and not self._compiled:
+            # In place: the state_dict keys, hence checkpoints, stay those of the network.
+            self.net.compile()
+            self._compiled = True
 
     def on_train_epoch_start(self) -> None:
         # Lightning does not call train() itself (it restores each submodule's flag after
@@ -92,7 +108,8 @@ class ImageClassifier(L.LightningModule):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         if train:
             x = self.augmentation(x)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.use_channels_last else x
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Logits for preprocessed (normalised float) inputs."""
@@ -106,12 +123,34 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits = self._shared_step(batch, train=True)
         labels = batch[1]
+        self.nonfinite_loss |= ~torch.isfinite(loss.detach())
         self.train_loss.update(loss.detach(), weight=len(labels))
         self.train_acc.update(logits.detach(), labels)
         # Epoch aggregates only: per-step logging forces a device sync (Lightning #20995).
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _stop_if_diverged(self) -> None:
+        """The NaN guard: raise before the checkpoint callbacks can save this epoch's weights."""
+        if self.trainer.sanity_checking:
+            return
+        diverged = self.trainer.strategy.reduce_boolean_decision(
+            bool(self.nonfinite_loss), all=False
+        )
+        if diverged:
+            raise DivergedError(
+                f"the training loss became NaN or infinite in epoch {self.current_epoch}; "
+                "the checkpoints hold the last finite epochs (try a lower optimizer.lr)"
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        # Lightning calls this before `on_validation_end`, where ModelCheckpoint saves.
+        self._stop_if_diverged()
+
+    def on_train_epoch_end(self) -> None:
+        # Without validation the checkpoint callbacks save after this hook.
+        self._stop_if_diverged()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits = self._shared_step(batch, train=False)

@@ -2,7 +2,7 @@
 
 `results.json` in the run directory is the contract later tools (report, sweeps) read.
 It is written atomically at start (status "running"), and again at the end with
-status "completed", or "failed"/"interrupted" and the error.
+status "completed", or "diverged"/"failed"/"interrupted" and the error.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnn_study.errors import CnnStudyError, user_error
+from cnn_study.data.in_memory import InMemoryImageDataModule
+from cnn_study.errors import CnnStudyError, DivergedError, user_error
+from cnn_study.module import ImageClassifier
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,13 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(partial, path)
+
+
+def run_status(error: BaseException) -> str:
+    """The results.json status of a run that ended with `error`."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return "diverged" if isinstance(error, DivergedError) else "failed"
 
 
 def job_config(cfg: DictConfig) -> DictConfig:
@@ -101,9 +111,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results.update(_fit_and_test(cfg, config))
         results["status"] = "completed"
     except BaseException as error:  # the file must say that this run did not finish
-        interrupted = isinstance(error, KeyboardInterrupt)
-        results["status"] = "interrupted" if interrupted else "failed"
         cause = user_error(error) or error
+        results["status"] = run_status(cause)
         results["error"] = f"{type(cause).__name__}: {cause}"
         raise
     finally:
@@ -112,11 +121,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
-    L.seed_everything(cfg.seed, workers=True)
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
+@dataclass
+class Components:
+    """What a run's config builds: the data, the LightningModule and the Trainer."""
 
+    datamodule: InMemoryImageDataModule
+    module: ImageClassifier
+    trainer: L.Trainer
+
+
+def build(cfg: DictConfig, config: dict[str, Any] | None = None) -> Components:
+    """Instantiate a run's objects from its config (also used by `cnn_study.bench`)."""
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the class count and the normalisation come from the data
@@ -134,11 +149,22 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
         mean=list(mean),
         std=list(std),
         class_names=datamodule.class_names,
-        run_config=config,
+        run_config=config if config is not None else resolved_config(cfg),
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
+    if not loggers:  # logger=none: Lightning refuses an lr monitor with nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return Components(datamodule, module, trainer)
+
+
+def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    parts = build(cfg, config)
+    datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

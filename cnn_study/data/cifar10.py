@@ -44,9 +44,11 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         num_workers: int = 0,
+        placement: str = "auto",
+        order_seed: int = 0,
         download: bool = True,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers)
+        super().__init__(batch_size, eval_batch_size, num_workers, placement, order_seed)
         self.root = Path(root).expanduser().resolve()
         self.cache_dir = Path(cache_dir).expanduser()
         self.val_size = val_size

@@ -36,8 +36,10 @@ class FakeDataModule(InMemoryImageDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 64,
         num_workers: int = 0,
+        placement: str = "auto",
+        order_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers)
+        super().__init__(batch_size, eval_batch_size, num_workers, placement, order_seed)
         self.class_count = num_classes
         self.image_size = image_size
         self.sizes = (train_size, val_size, test_size)

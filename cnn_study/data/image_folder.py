@@ -60,8 +60,10 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 128,
         num_workers: int = 0,
+        placement: str = "auto",
+        order_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers)
+        super().__init__(batch_size, eval_batch_size, num_workers, placement, order_seed)
         if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
             raise CnnStudyError(
                 f"val_fraction={val_fraction}, test_fraction={test_fraction}: each must be "

@@ -2,19 +2,31 @@
 
 Every DataModule of cnn_study yields `(images uint8 [B, 3, H, W], labels int64 [B])`;
 conversion to float, augmentation and normalisation happen in the LightningModule on
-the training device, so the data side stays a cheap index into tensors.
+the training device, so the data side stays a cheap index into tensors. With one
+device and data that fits (`placement`), the tensors move to the device once and
+batches are sliced there (the fast path); otherwise a DataLoader serves host tensors.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
+from cnn_study.data.loaders import (
+    PLACEMENTS,
+    DeviceBatches,
+    EpochOrder,
+    fits_on_device,
+    host_batches,
+)
 from cnn_study.errors import CnnStudyError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,32 +40,6 @@ class ImageSplits:
     test_images: Tensor
     test_labels: Tensor
     class_names: list[str]
-
-
-class TensorImageDataset(Dataset):
-    """Images and labels held in tensors; a batch is fetched with one index operation."""
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
-
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        # DataLoader calls this with a whole batch of indices (torch >= 2.0).
-        index = torch.as_tensor(indices)
-        return self.images[index], self.labels[index]
-
-
-def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Collate function for batches that `__getitems__` already stacked."""
-    return batch
 
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -79,15 +65,33 @@ def seeded_split(n: int, val_size: int, split_seed: int) -> tuple[Tensor, Tensor
 
 
 class InMemoryImageDataModule(L.LightningDataModule):
-    """Base DataModule: subclasses implement `load_splits`; batching and stats live here."""
+    """Base DataModule: subclasses implement `load_splits`; batching and stats live here.
 
-    def __init__(self, batch_size: int, eval_batch_size: int, num_workers: int = 0) -> None:
+    `placement`: "device" keeps the uint8 splits on the training device (an error if
+    they do not fit), "host" always uses a DataLoader over host memory, "auto" takes the
+    device when training on one device and the data fits. `order_seed` fixes the
+    per-epoch shuffling (see `EpochOrder`).
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int = 0,
+        placement: str = "auto",
+        order_seed: int = 0,
+    ) -> None:
         super().__init__()
+        if placement not in PLACEMENTS:
+            raise CnnStudyError(f"data.placement={placement!r}; choose one of {list(PLACEMENTS)}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.placement = placement
+        self.order_seed = order_seed
         self._splits: ImageSplits | None = None
         self._stats: tuple[list[float], list[float]] | None = None
+        self._on_device: dict[str, tuple[Tensor, Tensor]] = {}
 
     def load_splits(self) -> ImageSplits:
         raise NotImplementedError
@@ -126,24 +130,52 @@ class InMemoryImageDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before reading the data")
         return self._stats
 
-    def _loader(self, images: Tensor, labels: Tensor, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
-            TensorImageDataset(images, labels),
-            batch_size=batch_size,
-            shuffle=train,
-            num_workers=self.num_workers,
-            collate_fn=keep_batch,
-            persistent_workers=self.num_workers > 0,
+    def training_device(self) -> torch.device:
+        """The device batches are consumed on (the CPU outside a Trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def uses_device_path(self) -> bool:
+        """Whether batches are sliced from device-resident tensors (see `placement`)."""
+        if self.placement == "host" or self.num_workers > 0:
+            return False
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            return False  # each process needs its own shard: the DataLoader's sampler
+        s = self.splits
+        device = self.training_device()
+        num_bytes = sum(
+            t.numel() * t.element_size() for t in (s.train_images, s.val_images, s.test_images)
         )
+        if fits_on_device(num_bytes, device):
+            return True
+        if self.placement == "device":
+            raise CnnStudyError(
+                f"data.placement=device: the data ({num_bytes / 2**30:.1f} GiB) does not fit "
+                f"on {device}; use data.placement=auto or host"
+            )
+        log.info("data (%.1f GiB) does not fit on %s: DataLoader path", num_bytes / 2**30, device)
+        return False
 
-    def train_dataloader(self) -> DataLoader:
-        s = self.splits
-        return self._loader(s.train_images, s.train_labels, self.batch_size, train=True)
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> Iterable:
+        images = getattr(self.splits, f"{split}_images")
+        labels = getattr(self.splits, f"{split}_labels")
+        order = EpochOrder(len(labels), shuffle=shuffle, seed=self.order_seed)
+        device = self.training_device()
+        if not self.uses_device_path():
+            return host_batches(
+                images, labels, batch_size, order, self.num_workers, device.type == "cuda"
+            )
+        key = f"{split}@{device}"
+        if key not in self._on_device:  # moved once, reused every epoch
+            self._on_device[key] = (images.to(device), labels.to(device))
+        return DeviceBatches(*self._on_device[key], batch_size, order)
 
-    def val_dataloader(self) -> DataLoader:
-        s = self.splits
-        return self._loader(s.val_images, s.val_labels, self.eval_batch_size, train=False)
+    def train_dataloader(self) -> Iterable:
+        return self._batches("train", self.batch_size, shuffle=True)
 
-    def test_dataloader(self) -> DataLoader:
-        s = self.splits
-        return self._loader(s.test_images, s.test_labels, self.eval_batch_size, train=False)
+    def val_dataloader(self) -> Iterable:
+        return self._batches("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> Iterable:
+        return self._batches("test", self.eval_batch_size, shuffle=False)

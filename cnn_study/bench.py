@@ -1,0 +1,364 @@
+"""`python -m cnn_study.bench`: cnn_study's training speed against a plain loop and a DataLoader.
+
+Three ways to train the same network on the same CIFAR-10 training images, one process:
+  (a) lightning:   cnn_study's own path (config → `train.build` → `Trainer.fit`), validation
+                   off; uint8 data on the training device when it fits.
+  (b) plain:       a hand-written PyTorch loop over the same device-resident uint8 tensors,
+                   same network config, optimizer, precision, memory layout and compilation as (a).
+  (c) torchvision: the studies' style: torchvision dataset (CIFAR10 or ImageFolder), PIL →
+                   ToTensor → Normalize per image, DataLoader workers, fp32, copy per batch.
+It prints train images/s and epoch time of each, the ratios a/b and a/c, and writes
+`bench.json` and the resolved config of (a) to the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from cnn_study import paths
+from cnn_study.config import CONFIG_NAME
+from cnn_study.train import Components, build, resolved_config
+
+OPTIONAL_VARIANTS = ("plain", "torchvision")
+# Fixed for every variant: no validation, checkpoints, loggers or progress bar in the timing.
+BENCH_OVERRIDES = (
+    "callbacks=none",
+    "logger=none",
+    "++trainer.limit_val_batches=0",
+    "++trainer.num_sanity_val_steps=0",
+    "++trainer.enable_checkpointing=false",
+    "++trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+)
+
+
+@dataclass
+class Timing:
+    """Wall time of each epoch of one variant, and what an epoch trained on."""
+
+    images_per_epoch: int
+    epoch_times_s: list[float] = field(default_factory=list)
+
+    @property
+    def epoch_s(self) -> float:
+        """Mean epoch time without the first (warm-up: allocation, autotuning, compilation)."""
+        timed = self.epoch_times_s[1:] or self.epoch_times_s
+        return sum(timed) / len(timed)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_per_epoch / self.epoch_s
+
+    def summary(self) -> dict[str, Any]:
+        return {**asdict(self), "epoch_s": self.epoch_s, "images_per_s": self.images_per_s}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock times include it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EpochTimer(L.Callback):
+    """Records the wall time of every training epoch, GPU work included."""
+
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+        self.start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(pl_module.device)
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(pl_module.device)
+        self.timing.epoch_times_s.append(time.perf_counter() - self.start)
+        print(f"  lightning epoch {trainer.current_epoch}: {self.timing.epoch_times_s[-1]:.2f} s")
+
+
+def autocast_for(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """The autocast context matching a Lightning precision string ("bf16-mixed", ...)."""
+    if precision.startswith("bf16"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return lambda: torch.autocast(device.type, dtype=torch.float16)
+    return nullcontext
+
+
+def bench_config(
+    data_root: str,
+    device: str,
+    epochs: int,
+    batches: int | None,
+    out: Path,
+    overrides: Iterable[str],
+) -> DictConfig:
+    """The run config of variant (a): the A1 baseline unless overridden."""
+    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[device]
+    chosen = [
+        *BENCH_OVERRIDES,
+        f"data.root={data_root}",
+        f"trainer.accelerator={accelerator}",
+        f"trainer.max_epochs={epochs}",
+        *([f"++trainer.limit_train_batches={batches}"] if batches else []),
+        *overrides,
+    ]
+    with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
+        cfg = compose(config_name=CONFIG_NAME, overrides=chosen)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out / "lightning")
+    return cfg
+
+
+def trained_images(total: int, batch_size: int, batches: int | None) -> int:
+    """Images seen in one epoch over `total` images when limited to `batches` batches."""
+    return total if not batches else min(total, batches * batch_size)
+
+
+def run_lightning(cfg: DictConfig, batches: int | None) -> tuple[Timing, Components]:
+    """Variant (a); returns its timing and the built components (their data serves b and c)."""
+    L.seed_everything(cfg.seed, workers=True)
+    parts = build(cfg)
+    images = len(parts.datamodule.splits.train_labels)
+    timing = Timing(trained_images(images, cfg.data.batch_size, batches))
+    parts.trainer.callbacks.append(EpochTimer(timing))
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    return timing, parts
+
+
+def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | None) -> Timing:
+    """Variant (b): the minimal loop a PyTorch user would write over device-resident tensors."""
+    L.seed_everything(cfg.seed, workers=True)
+    device = parts.trainer.strategy.root_device
+    data = parts.datamodule
+    images = data.splits.train_images.to(device)
+    labels = data.splits.train_labels.to(device)
+    net = instantiate(cfg.arch, num_classes=data.num_classes).to(device)
+    channels_last = parts.module.use_channels_last
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if parts.module.compile_network:
+        net.compile()
+    augmentation = instantiate(cfg.augmentation) or nn.Identity()
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
+    autocast = autocast_for(str(parts.trainer.precision), device)
+    scaler = torch.amp.GradScaler(device.type, enabled=str(parts.trainer.precision) == "16-mixed")
+    batch_size = cfg.data.batch_size
+    timing = Timing(trained_images(len(labels), batch_size, batches))
+    net.train()
+    for epoch in range(epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        order = torch.randperm(len(labels), device=device)
+        for step, first in enumerate(range(0, len(order), batch_size)):
+            if batches and step >= batches:
+                break
+            index = order[first : first + batch_size]
+            x = augmentation(images[index].float() / 255.0)
+            x = (x - mean) / std
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                loss = F.cross_entropy(net(x), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        synchronize(device)
+        timing.epoch_times_s.append(time.perf_counter() - start)
+        print(f"  plain epoch {epoch}: {timing.epoch_times_s[-1]:.2f} s")
+    return timing
+
+
+def studies_dataset(root: Path, mean: list[float], std: list[float]) -> torch.utils.data.Dataset:
+    """CIFAR-10's training images the way the studies loaded them: a PIL image per item."""
+    from torchvision import datasets, transforms
+
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    if (root / "cifar-10-batches-py").is_dir():
+        return datasets.CIFAR10(str(root), train=True, transform=to_tensor)
+    return datasets.ImageFolder(str(root / "train"), transform=to_tensor)
+
+
+def run_torchvision(
+    cfg: DictConfig, parts: Components, epochs: int, batches: int | None, workers: int
+) -> Timing:
+    """Variant (c): torchvision dataset + per-image PIL transforms + DataLoader, fp32."""
+    L.seed_everything(cfg.seed, workers=True)
+    device = parts.trainer.strategy.root_device
+    data = parts.datamodule
+    dataset = studies_dataset(Path(data.root), data.mean, data.std)
+    size = len(data.splits.train_labels)  # as many images as (a) and (b) train on
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size]
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, keep.tolist()),
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    net = instantiate(cfg.arch, num_classes=data.num_classes).to(device)
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    timing = Timing(trained_images(min(size, len(dataset)), cfg.data.batch_size, batches))
+    net.train()
+    for epoch in range(epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(loader):
+            if batches and step >= batches:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+        timing.epoch_times_s.append(time.perf_counter() - start)
+        print(f"  torchvision epoch {epoch}: {timing.epoch_times_s[-1]:.2f} s")
+    return timing
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    facts: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name()
+    return facts
+
+
+def ratios(timings: dict[str, Timing]) -> dict[str, float]:
+    """Throughput of (a) over (b) and over (c), for the variants that ran."""
+    result = {}
+    if "lightning" in timings:
+        a = timings["lightning"].images_per_s
+        for name, label in (("plain", "a/b"), ("torchvision", "a/c")):
+            if name in timings:
+                result[label] = a / timings[name].images_per_s
+    return result
+
+
+def print_table(timings: dict[str, Timing], result_ratios: dict[str, float]) -> None:
+    print(f"\n{'variant':<12} {'images/epoch':>12} {'epoch s':>9} {'images/s':>10}")
+    for name, timing in timings.items():
+        print(
+            f"{name:<12} {timing.images_per_epoch:>12} {timing.epoch_s:>9.2f} "
+            f"{timing.images_per_s:>10.0f}"
+        )
+    for label, value in result_ratios.items():
+        print(f"{label} = {value:.2f}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnn_study.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides for (a) and (b), e.g. arch=cnn4"
+    )
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("CNN_STUDY_DATA", "./data"),
+        help="CIFAR-10 root (archive or train/ test/ folders); default $CNN_STUDY_DATA or ./data",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs per variant; the first is warm-up"
+    )
+    parser.add_argument(
+        "--batches", type=int, default=None, help="train batches per epoch (default: all)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="DataLoader workers of (c) (default: CPU cores, at most 8)",
+    )
+    parser.add_argument(
+        "--skip", nargs="+", choices=OPTIONAL_VARIANTS, default=[], help="variants not to run"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: <output root>/bench/<time>)"
+    )
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error(f"--epochs={args.epochs}; give at least 1")
+    if args.batches is not None and args.batches < 1:
+        parser.error(f"--batches={args.batches}; give at least 1, or leave it out for all")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device=cuda, but torch sees no CUDA device; use auto or cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out = (args.out or paths.output_root() / "bench" / stamp).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = bench_config(args.data_root, args.device, args.epochs, args.batches, out, args.overrides)
+    OmegaConf.save(OmegaConf.create(resolved_config(cfg)), out / "config.yaml")
+    if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+
+    timings: dict[str, Timing] = {}
+    print("(a) lightning: cnn_study's training path")
+    timings["lightning"], parts = run_lightning(cfg, args.batches)
+    if "plain" not in args.skip:
+        print("(b) plain: hand-written loop over the same device tensors")
+        timings["plain"] = run_plain(cfg, parts, args.epochs, args.batches)
+    if "torchvision" not in args.skip:
+        print(f"(c) torchvision: dataset + PIL transforms + DataLoader({args.workers} workers)")
+        timings["torchvision"] = run_torchvision(
+            cfg, parts, args.epochs, args.batches, args.workers
+        )
+
+    result_ratios = ratios(timings)
+    print_table(timings, result_ratios)
+    report = {
+        "command": [sys.executable, "-m", "cnn_study.bench", *(argv or sys.argv[1:])],
+        "machine": machine(),
+        "device": str(parts.trainer.strategy.root_device),
+        "precision": str(parts.trainer.precision),
+        "data_placement": "device" if parts.datamodule.uses_device_path() else "host",
+        "batch_size": cfg.data.batch_size,
+        "epochs": args.epochs,
+        "workers_c": args.workers,
+        "variants": {name: timing.summary() for name, timing in timings.items()},
+        "ratios": result_ratios,
+    }
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"bench.json: {out / 'bench.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

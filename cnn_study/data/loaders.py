@@ -1,0 +1,130 @@
+"""Batch iteration over in-memory uint8 tensors: on the training device, or through a DataLoader.
+
+Both paths draw the epoch's order from `EpochOrder`, a function of (seed, epoch) only, so
+they give identical batches, and a run resumed at epoch k sees the order an uninterrupted
+run would have seen, with no RNG state to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+PLACEMENTS = ("auto", "device", "host")
+# Share of the device's free memory the data may take before `auto` keeps it on the host.
+DEVICE_MEMORY_SHARE = 0.5
+
+
+class TensorImageDataset(Dataset):
+    """Images and labels held in tensors; a batch is fetched with one index operation."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        # DataLoader calls this with a whole batch of indices (torch >= 2.0).
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Collate function for batches that `__getitems__` already stacked."""
+    return batch
+
+
+class EpochOrder(Sampler[int]):
+    """Indices 0..n-1, shuffled by a generator seeded with (seed, epoch), or in order.
+
+    Lightning calls `set_epoch` before every training epoch (also on resume).
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class DeviceBatches:
+    """Batches sliced from tensors that already live on the training device.
+
+    No workers, no collation, no host-to-device copy per step: one index operation per
+    batch. Exposes `sampler` so that Lightning's `set_epoch` call reaches `EpochOrder`.
+    """
+
+    batch_sampler = None  # Lightning inspects DataLoader-like objects for one
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochOrder):
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.sampler = sampler
+
+    @property
+    def dataset(self) -> TensorImageDataset:
+        """The images as a Dataset, as on a DataLoader (callbacks sample figures from it)."""
+        return TensorImageDataset(self.images, self.labels)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self.sampler.order().to(self.images.device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def host_batches(
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int,
+    sampler: EpochOrder,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The ordinary path: a DataLoader over host tensors, same order as `DeviceBatches`."""
+    return DataLoader(
+        TensorImageDataset(images, labels),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=keep_batch,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def fits_on_device(num_bytes: int, device: torch.device) -> bool:
+    """Whether `num_bytes` of data may live on `device` (host memory always qualifies)."""
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return num_bytes <= DEVICE_MEMORY_SHARE * free
