@@ -7,14 +7,17 @@ needed to classify raw images (input size, mean/std, class names, the run's conf
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -24,6 +27,36 @@ from cnn_study.metrics import PER_CLASS_AUROC, accuracy, evaluation_metrics
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+RNG_KEY = "cnn_study_rng_states"
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states a training step draws from (torch, CUDA, numpy, python)."""
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        # As tensors and plain types, so that `torch.load(weights_only=True)` accepts it.
+        "numpy": [
+            torch.from_numpy(part) if isinstance(part, np.ndarray) else part
+            for part in np.random.get_state()
+        ],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `rng_states` captured."""
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(
+        tuple(part.numpy() if isinstance(part, Tensor) else part for part in states["numpy"])
+    )
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class ImageClassifier(L.LightningModule):
@@ -178,6 +211,15 @@ class ImageClassifier(L.LightningModule):
         )
         self.test_metrics.reset()
         self.test_loss.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning's checkpoints hold no RNG state; augmentation and dropout draw from it.
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = self._trainer
+        if RNG_KEY in checkpoint and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            set_rng_states(checkpoint[RNG_KEY])  # only when resuming training, never on load
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters only; the backbone's at `backbone_lr_scale` × the head's lr."""

@@ -49,6 +49,26 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
+def read_results(output_dir: Path) -> dict[str, Any]:
+    """A run directory's results.json, or {} when there is none yet."""
+    path = output_dir / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resume_checkpoint(trainer: L.Trainer, output_dir: Path) -> str:
+    """The last checkpoint of the run in `output_dir`; an error when there is none."""
+    checkpoint = trainer.checkpoint_callback
+    folder = Path(checkpoint.dirpath) if isinstance(checkpoint, ModelCheckpoint) else None
+    last = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+    if folder is None or not last.is_file():
+        raise CnnStudyError(
+            f"resume=true, but there is no checkpoint to resume from "
+            f"({last if folder else 'checkpointing is off'}); give the interrupted run's "
+            f"directory with hydra.run.dir=... (this one: {output_dir}), or drop resume=true"
+        )
+    return str(last)
+
+
 def run_status(error: BaseException) -> str:
     """The results.json status of a run that ended with `error`."""
     if isinstance(error, KeyboardInterrupt):
@@ -97,6 +117,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
         )
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.resume:
+        previous = read_results(output_dir)
+        if previous.get("status") == "completed":
+            log.info("resume=true: %s already completed; not run again", output_dir)
+            return previous
     output_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_config(cfg)
     OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
@@ -166,8 +191,12 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
     parts = build(cfg, config)
     datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
 
+    resume_from = resume_checkpoint(trainer, Path(cfg.paths.output_dir)) if cfg.resume else None
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     train_time = time.perf_counter() - start
     last_val_acc = trainer.callback_metrics.get("val/acc")
     checkpoint = trainer.checkpoint_callback

@@ -119,6 +119,8 @@ def host_batches(
         collate_fn=keep_batch,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        # Its own generator: iterating never draws from the global RNG (exact resume).
+        generator=torch.Generator().manual_seed(sampler.seed),
     )
 
 

@@ -1,0 +1,87 @@
+"""Long runs and sweeps: resume after a hard kill, the NaN guard, failures inside sweeps."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import torch
+
+from cnn_study.train import RESULTS_FILE
+from tests.conftest import NO_FIGURES
+from tests.test_train import REPO, cli
+
+# Augmentation and dropout draw from the global RNG every step: resume must restore it.
+RUN = (
+    "data=fake", "data.train_size=96", "trainer=cpu", "trainer.max_epochs=3",
+    "augmentation=crop_flip_jitter", "regularization=dropout", "seed=7", *NO_FIGURES,
+)  # fmt: skip
+HELPERS = {"PYTHONPATH": str(REPO)}  # the subprocesses import tests.helpers
+
+
+def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / RESULTS_FILE).read_text())
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = cli(*RUN, f"hydra.run.dir={whole}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    kill = ("+callbacks.kill._target_=tests.helpers.KillAfterEpoch", "+callbacks.kill.epoch=1")
+    crashed = cli(*RUN, *kill, f"hydra.run.dir={killed}", cwd=tmp_path, env=HELPERS)
+    assert crashed.returncode == -signal.SIGKILL
+    assert results(killed)["status"] == "running"  # the file shows it never finished
+    assert (killed / "checkpoints" / "last.ckpt").is_file()
+
+    resumed = cli(*RUN, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = last_weights(whole), last_weights(killed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    a, b = results(whole), results(killed)
+    assert b["status"] == "completed" and b["epochs"] == a["epochs"] == 3
+    for key in ("test/acc", "test/loss", "test/f1", "best_val/acc", "val/acc"):
+        assert a[key] == b[key], key
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
+    fresh = cli(*RUN, "resume=true", f"hydra.run.dir={tmp_path / 'new'}", cwd=tmp_path)
+    assert fresh.returncode == 2
+    output = fresh.stdout + fresh.stderr
+    assert "resume=true, but there is no checkpoint" in output
+    assert "Traceback" not in output
+    assert results(tmp_path / "new")["status"] == "failed"
+
+
+def test_resume_of_a_completed_run_does_not_train_again(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    quick = (*RUN, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    assert cli(*quick, cwd=tmp_path).returncode == 0
+    before = results(run_dir)
+    again = cli(*quick, "resume=true", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "already completed" in again.stdout + again.stderr
+    assert results(run_dir) == before
+
+
+def test_nan_guard_stops_the_run_as_diverged_without_checkpointing_it(tmp_path: Path) -> None:
+    poison = (
+        "+callbacks.poison._target_=tests.helpers.PoisonWeightsAtEpoch",
+        "+callbacks.poison.epoch=1",
+    )
+    run_dir = tmp_path / "run"
+    diverged = cli(*RUN, *poison, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=HELPERS)
+    assert diverged.returncode == 2
+    assert "NaN or infinite in epoch 1" in diverged.stdout + diverged.stderr
+    saved = results(run_dir)
+    assert saved["status"] == "diverged" and "epoch 1" in saved["error"]
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["best-epoch00.ckpt", "last.ckpt"]  # epoch 1 never saved
+    assert all(torch.isfinite(w).all() for w in last_weights(run_dir).values())
