@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 import hydra
@@ -18,18 +19,26 @@ log = logging.getLogger("cnn_study")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    """Run one job; return its best validation accuracy (the objective of sweepers)."""
     try:
-        run(cfg)
+        results = run(cfg)
     except Exception as error:
         problem = user_error(error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # One job must not end a sweep: its results.json records the status and error,
+            # its log file the message (and the traceback of a bug); the sweep goes on.
+            if problem is None:
+                log.exception("job failed")
+            else:
+                log.error("%s", problem)
+            return math.nan  # a failed trial for sweepers such as Optuna
         if problem is None:
             raise
-        # A user error: one clear message. A sweep goes on with its other jobs;
-        # a single run exits non-zero (results.json records the error either way).
-        log.error("%s", problem)
-        if HydraConfig.get().mode == RunMode.RUN:
-            sys.exit(2)
+        log.error("%s", problem)  # a user error: one clear message, exit code 2
+        sys.exit(2)
+    best = results.get("best_val/acc")
+    return math.nan if best is None else float(best)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,19 @@ class PoisonWeightsAtEpoch(L.Callback):
             with torch.no_grad():
                 for parameter in pl_module.parameters():
                     parameter.fill_(float("nan"))
+
+
+class Sabotage(L.Callback):
+    """A sweep's bad jobs: `action` "poison" poisons the weights, "crash" raises a bug-like
+    RuntimeError, "none" does nothing; at the start of epoch `epoch`."""
+
+    def __init__(self, action: str, epoch: int = 0) -> None:
+        self.action = action
+        self.poison = PoisonWeightsAtEpoch(epoch)
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.action == "poison":
+            self.poison.on_train_epoch_start(trainer, pl_module)
+        elif self.action == "crash" and trainer.current_epoch == self.epoch:
+            raise RuntimeError("sabotaged job")

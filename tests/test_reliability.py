@@ -85,3 +85,24 @@ def test_nan_guard_stops_the_run_as_diverged_without_checkpointing_it(tmp_path: 
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert checkpoints == ["best-epoch00.ckpt", "last.ckpt"]  # epoch 1 never saved
     assert all(torch.isfinite(w).all() for w in last_weights(run_dir).values())
+
+
+def test_sweep_survives_a_diverged_and_a_crashed_job_and_summarises(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep = cli(
+        "-m", *RUN, "trainer.max_epochs=1",
+        "+callbacks.sabotage._target_=tests.helpers.Sabotage",
+        "+callbacks.sabotage.action=none,poison,crash",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path, env=HELPERS,
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr
+    statuses = [results(sweep_dir / str(n))["status"] for n in range(3)]
+    assert statuses == ["completed", "diverged", "failed"]
+    assert "RuntimeError: sabotaged job" in results(sweep_dir / "2")["error"]
+    assert "sabotaged job" in (sweep_dir / "2" / "cnn_study.log").read_text()  # with traceback
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["status_counts"] == {"completed": 1, "diverged": 1, "failed": 1}
+    assert [job["status"] for job in summary["jobs"]] == statuses
+    table = (sweep_dir / "summary.md").read_text()
+    assert "| diverged |" in table and "sabotage.action=crash" in table

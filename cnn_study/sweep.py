@@ -1,0 +1,67 @@
+"""Hydra callback for sweeps: one summary of every job's status when the sweep ends.
+
+Each job records its own outcome in `results.json` (completed, diverged, failed, or
+"running" when it was killed); `SweepSummary` gathers them into the sweep directory as
+`summary.json` and `summary.md`, so a night's sweep shows at a glance what to re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnn_study.report import find_runs
+from cnn_study.train import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("status", "test/acc", "best_val/acc", "epochs", "error")
+
+
+def summarize(sweep_dir: Path) -> dict[str, Any]:
+    """Every job below `sweep_dir` with its overrides, status and headline figures."""
+    jobs = [
+        {"job": str(run.path.relative_to(sweep_dir)), "overrides": run.overrides}
+        | {key: run.results.get(key) for key in SUMMARY_KEYS}
+        for run in find_runs([sweep_dir])
+    ]
+    return {"jobs": jobs, "status_counts": dict(Counter(job["status"] for job in jobs))}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        "| job | overrides | status | test acc | best val acc | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for job in summary["jobs"]:
+        figures = [
+            f"{job[key]:.4f}" if isinstance(job[key], float) else ""
+            for key in ("test/acc", "best_val/acc")
+        ]
+        note = (job["error"] or "").replace("|", "/").splitlines()[0] if job["error"] else ""
+        lines.append(
+            f"| {job['job']} | {' '.join(job['overrides'])} | {job['status']} | "
+            f"{figures[0]} | {figures[1]} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class SweepSummary(Callback):
+    """Writes `summary.json` and `summary.md` into the sweep directory after the last job."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        summary = summarize(sweep_dir)
+        write_json_atomic(sweep_dir / "summary.json", summary)
+        (sweep_dir / "summary.md").write_text(markdown(summary))
+        counts = summary["status_counts"]
+        unfinished = sum(n for status, n in counts.items() if status != "completed")
+        report = log.warning if unfinished else log.info
+        report("sweep %s: %s; summary: %s", sweep_dir, counts, sweep_dir / "summary.md")
