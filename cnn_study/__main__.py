@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 
 import hydra
@@ -19,7 +18,7 @@ log = logging.getLogger("cnn_study")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     """Run one job; return its best validation accuracy (the objective of sweepers)."""
     try:
         results = run(cfg)
@@ -32,13 +31,13 @@ def main(cfg: DictConfig) -> float:
                 log.exception("job failed")
             else:
                 log.error("%s", problem)
-            return math.nan  # a failed trial for sweepers such as Optuna
+            return None  # no objective: Optuna's sweeper marks the trial failed
         if problem is None:
             raise
         log.error("%s", problem)  # a user error: one clear message, exit code 2
         sys.exit(2)
     best = results.get("best_val/acc")
-    return math.nan if best is None else float(best)
+    return None if best is None else float(best)
 
 
 if __name__ == "__main__":
