@@ -98,6 +98,7 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         # Set on the device by any non-finite training loss; read once per epoch (no step sync).
         self.register_buffer("nonfinite_loss", torch.zeros((), dtype=torch.bool), persistent=False)
+        self._guarded_epoch = -1
 
         num_classes = len(class_names)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
@@ -164,26 +165,29 @@ class ImageClassifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def _stop_if_diverged(self) -> None:
+    def _stop_if_diverged(self, across_processes: bool = True) -> None:
         """The NaN guard: raise before the checkpoint callbacks can save this epoch's weights."""
-        if self.trainer.sanity_checking:
-            return
-        diverged = self.trainer.strategy.reduce_boolean_decision(
-            bool(self.nonfinite_loss), all=False
-        )
+        self._guarded_epoch = self.current_epoch
+        diverged = bool(self.nonfinite_loss)
+        if across_processes:  # every DDP rank must stop, not only the one that saw it
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
             raise DivergedError(
                 f"the training loss became NaN or infinite in epoch {self.current_epoch}; "
                 "the checkpoints hold the last finite epochs (try a lower optimizer.lr)"
             )
 
-    def on_validation_epoch_end(self) -> None:
-        # Lightning calls this before `on_validation_end`, where ModelCheckpoint saves.
-        self._stop_if_diverged()
+    def on_validation_epoch_start(self) -> None:
+        # Before validation, hence before ModelCheckpoint saves in `on_validation_end`; all
+        # DDP ranks reach this hook in step, so the decision can be shared.
+        if not self.trainer.sanity_checking:
+            self._stop_if_diverged()
 
     def on_train_epoch_end(self) -> None:
-        # Without validation the checkpoint callbacks save after this hook.
-        self._stop_if_diverged()
+        # Epochs without validation: checkpoint callbacks save after this hook. Rank 0's
+        # progress bar syncs metrics just before it, so no collective here (DDP).
+        if self._guarded_epoch != self.current_epoch:
+            self._stop_if_diverged(across_processes=self.trainer.world_size == 1)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits = self._shared_step(batch, train=False)

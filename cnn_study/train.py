@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnn_study.data.in_memory import InMemoryImageDataModule
@@ -43,7 +44,11 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    """Write JSON through a temporary file and a rename, so readers never see half a file.
+
+    Under DDP only global rank 0 writes (every rank runs `run`, with the same results)."""
+    if rank_zero_only.rank != 0:
+        return
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(partial, path)
@@ -124,7 +129,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return previous
     output_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_config(cfg)
-    OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this
+        OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
     results: dict[str, Any] = {
         "status": "running",
         "overrides": task_overrides(),

@@ -21,6 +21,7 @@ from cnn_study.data.loaders import (
     PLACEMENTS,
     DeviceBatches,
     EpochOrder,
+    distributed_batches,
     fits_on_device,
     host_batches,
 )
@@ -162,6 +163,11 @@ class InMemoryImageDataModule(L.LightningDataModule):
         labels = getattr(self.splits, f"{split}_labels")
         order = EpochOrder(len(labels), shuffle=shuffle, seed=self.order_seed)
         device = self.training_device()
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            return distributed_batches(
+                images, labels, batch_size, shuffle, self.order_seed, trainer, self.num_workers
+            )
         if not self.uses_device_path():
             return host_batches(
                 images, labels, batch_size, order, self.num_workers, device.type == "cuda"

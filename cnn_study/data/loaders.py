@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 PLACEMENTS = ("auto", "device", "host")
 # Share of the device's free memory the data may take before `auto` keeps it on the host.
@@ -121,6 +123,37 @@ def host_batches(
         persistent_workers=num_workers > 0,
         # Its own generator: iterating never draws from the global RNG (exact resume).
         generator=torch.Generator().manual_seed(sampler.seed),
+    )
+
+
+def distributed_batches(
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    trainer: L.Trainer,
+    num_workers: int = 0,
+) -> DataLoader:
+    """This process's shard under DDP. Training shards are padded to equal length (DDP
+    needs the same step count everywhere); evaluation shards are not, so that no image is
+    counted twice (DistributedSampler pads with duplicates, biasing the test metrics)."""
+    dataset = TensorImageDataset(images, labels)
+    replicas, rank = trainer.world_size, trainer.global_rank
+    sampler = (
+        DistributedSampler(dataset, replicas, rank, shuffle=True, seed=seed)
+        if shuffle
+        else UnrepeatedDistributedSampler(dataset, replicas, rank, shuffle=False)
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=keep_batch,
+        pin_memory=trainer.strategy.root_device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
