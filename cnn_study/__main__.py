@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -32,7 +33,7 @@ def main(cfg: DictConfig) -> float | None:
             else:
                 log.error("%s", problem)
             return None  # no objective: Optuna's sweeper marks the trial failed
-        if problem is None:
+        if problem is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         log.error("%s", problem)  # a user error: one clear message, exit code 2
         sys.exit(2)

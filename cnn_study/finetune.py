@@ -122,8 +122,9 @@ class Finetune:
     """Optional starting weights from an earlier run, then a freeze policy.
 
     `from_checkpoint` loads a cnn_study checkpoint (or any state dict of the same
-    architecture); an output layer of another class count is dropped, so the network
-    keeps its new head. The checkpoint's input normalisation moves with its weights.
+    architecture); with `new_head` an output layer of another class count is dropped, so
+    the network keeps its new head; without, a class-count mismatch is an error. The
+    checkpoint's input normalisation moves with its weights.
     """
 
     def __init__(
@@ -131,15 +132,23 @@ class Finetune:
         policy: Callable[[nn.Module], None],
         from_checkpoint: str | None = None,
         needs_weights: bool = False,
+        new_head: bool = True,
     ) -> None:
         self.policy = policy
         self.from_checkpoint = from_checkpoint
         self.needs_weights = needs_weights
+        self.new_head = new_head
 
     def __call__(self, network: nn.Module) -> nn.Module:
         if self.from_checkpoint:
             loaded = read_weights_file(self.from_checkpoint)
-            load_weights(network, self.from_checkpoint, loaded)
+            dropped = load_weights(network, self.from_checkpoint, loaded)
+            if dropped and not self.new_head:
+                raise CnnStudyError(
+                    f"{self.from_checkpoint} was trained for another class count (its "
+                    f"{', '.join(dropped)} do not fit {classifier_layer(network)}); set "
+                    "finetune.new_head=true to train a new output layer for this data"
+                )
             normalization = checkpoint_normalization(loaded)
             if normalization is not None:
                 network.input_normalization = normalization

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cnn_study.data.in_memory import InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, DivergedError, user_error
 from cnn_study.module import ImageClassifier
+from cnn_study.schema import check_targets
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise CnnStudyError(
             f"missing values: {', '.join(missing)}; set them on the command line (key=value)"
         )
+    check_targets(cfg)
     if cfg.eval_weights not in EVAL_WEIGHTS:
         raise CnnStudyError(
             f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"

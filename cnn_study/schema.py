@@ -1,0 +1,160 @@
+"""Config checks that turn typos and wrong types into one clear message before any work.
+
+Hydra merges YAML silently: a misspelt key in a config file is just another key. Two
+guards close that gap:
+- `RunSchema`, a structured-config schema for the top level and the plain-value groups
+  (`paths`, `regularization`): Hydra rejects unknown keys and wrong types there while
+  composing, on the command line and inside YAML files alike.
+- `check_targets`, for every node with a `_target_`: its keys must be parameters of the
+  target and primitive values must fit the parameter's annotation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
+from omegaconf import MISSING, DictConfig
+
+from cnn_study.errors import CnnStudyError
+
+PRIMITIVES = (bool, int, float, str, type(None))
+
+
+@dataclass
+class PathsSchema:
+    data_root: str = MISSING
+    cache_dir: str = MISSING
+    output_root: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class RegularizationSchema:
+    """`dropout` feeds the network's head, `weight_decay` the optimizer."""
+
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class RunSchema:
+    """The top level of a run's config; the groups with a `_target_` are checked by
+    `check_targets` against their target's signature."""
+
+    seed: int = 0
+    resume: bool = False
+    eval_weights: str = "best"
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
+    data: Any = MISSING
+    arch: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None
+    augmentation: Any = None
+    finetune: Any = MISSING
+    module: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = field(default_factory=dict)
+    callbacks: Any = field(default_factory=dict)
+
+
+def register_schemas() -> None:
+    """Make `run_schema` available to config.yaml's defaults list."""
+    ConfigStore.instance().store(name="run_schema", node=RunSchema)
+
+
+def _allowed(annotation: Any) -> tuple[set[type], set[Any]] | None:
+    """(types, literal values) a primitive value may take, or None when not checkable."""
+    origin = typing.get_origin(annotation)
+    if annotation in PRIMITIVES:
+        return {annotation}, set()
+    if origin is Literal:
+        return set(), set(typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        kinds: set[type] = set()
+        literals: set[Any] = set()
+        for arg in typing.get_args(annotation):
+            allowed = _allowed(arg)
+            if allowed is None:
+                return None
+            kinds |= allowed[0]
+            literals |= allowed[1]
+        return kinds, literals
+    return None
+
+
+def _fits(value: Any, kinds: set[type], literals: set[Any]) -> bool:
+    if value in literals and type(value) in {type(v) for v in literals}:
+        return True
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and (int in kinds or float in kinds):
+        return True
+    return any(isinstance(value, kind) for kind in kinds if kind is not bool)
+
+
+def _describe(kinds: set[type], literals: set[Any]) -> str:
+    names = sorted("null" if k is type(None) else k.__name__ for k in kinds)
+    return " or ".join(names + [repr(v) for v in sorted(literals, key=str)])
+
+
+def _hints(target: Any) -> dict[str, Any]:
+    try:
+        function = target.__init__ if inspect.isclass(target) else target
+        return typing.get_type_hints(inspect.unwrap(function))
+    except Exception:  # unresolvable forward references: check names only
+        return {}
+
+
+def check_node(node: DictConfig, key_path: str) -> None:
+    """One `_target_` node: unknown keys and ill-typed primitive values are errors."""
+    target_name = node.get("_target_")
+    try:
+        target = get_object(target_name)
+        parameters = inspect.signature(target).parameters
+    except Exception:
+        return  # an unknown target is reported by instantiate, with Hydra's own message
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    hints = _hints(target)
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        value = node[key]
+        if isinstance(value, DictConfig) and "_target_" in value:
+            check_node(value, f"{key_path}.{key}")
+        if key not in parameters:
+            if takes_any:
+                continue
+            valid = [name for name in parameters if name not in ("self", "args", "kwargs")]
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CnnStudyError(
+                f"{key_path}.{key}: {target_name} has no such parameter; {hint}"
+                f"valid: {', '.join(valid)}"
+            )
+        allowed = _allowed(hints.get(str(key)))
+        if allowed is not None and isinstance(value, PRIMITIVES) and not _fits(value, *allowed):
+            raise CnnStudyError(
+                f"{key_path}.{key}={value!r}: expected {_describe(*allowed)} "
+                f"(a parameter of {target_name})"
+            )
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Check every group node that `train.build` instantiates, and its nested targets."""
+    for group in ("data", "arch", "finetune", "optimizer", "scheduler", "augmentation",
+                  "module", "trainer"):  # fmt: skip
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            check_node(node, group)
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            if isinstance(node, DictConfig) and "_target_" in node:
+                check_node(node, f"{group}.{name}")

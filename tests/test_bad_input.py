@@ -1,0 +1,104 @@
+"""Bad input gives one clear message and a non-zero exit code, never a silent mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cnn_study.errors import CnnStudyError, user_error
+from cnn_study.finetune import Finetune, train_all
+from cnn_study.models.cnn import build_cnn
+from tests.conftest import write_class_tree
+from tests.test_image_folder import module
+from tests.test_train import cli
+
+QUICK = ("data=fake", "trainer.fast_dev_run=true")
+
+
+def failed_clearly(result, *fragments: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in output, (fragment, output[-2000:])
+
+
+def user_experiment(tmp_path: Path, body: str) -> str:
+    folder = tmp_path / "configs" / "experiment"
+    folder.mkdir(parents=True)
+    (folder / "mine.yaml").write_text("# @package _global_\n" + body)
+    return f"hydra.searchpath=[file://{tmp_path / 'configs'}]"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("regularization:\n  dropuot: 0.5\n", "Key 'dropuot' not in 'RegularizationSchema'"),
+        ("seeed: 3\n", "Key 'seeed' not in 'RunSchema'"),
+        ("optimizer:\n  weight_decya: 0.1\n", "did you mean 'weight_decay'"),
+        ("trainer:\n  max_epoch: 3\n", "did you mean 'max_epochs'"),
+    ],
+)
+def test_typo_inside_a_yaml_file_is_an_error(body: str, fragment: str, tmp_path: Path) -> None:
+    search_path = user_experiment(tmp_path, body)
+    result = cli(*QUICK, "experiment=mine", search_path, f"hydra.run.dir={tmp_path / 'run'}",
+                 cwd=tmp_path)  # fmt: skip
+    failed_clearly(result, fragment)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("trainer.max_epoch=3", "Key 'max_epoch' is not in struct"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected int or null"),
+        ("regularization.dropout=abc", "regularization.dropout"),
+        ("trainer.precision=17", "trainer.precision=17: expected"),
+        ("data.batch_size=big", "data.batch_size='big': expected int"),
+    ],
+)
+def test_command_line_typos_and_types(override: str, fragment: str, tmp_path: Path) -> None:
+    result = cli(*QUICK, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    failed_clearly(result, fragment)
+
+
+def test_full_error_shows_the_traceback(tmp_path: Path) -> None:
+    result = cli(*QUICK, "trainer.max_epochs=abc", f"hydra.run.dir={tmp_path / 'run'}",
+                 cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})  # fmt: skip
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_checkpoint_of_another_class_count_without_a_new_head(tmp_path: Path) -> None:
+    weights = tmp_path / "ten_classes.pt"
+    torch.save(build_cnn(10, [8, 16], 32, 32).state_dict(), weights)
+    network = build_cnn(3, [8, 16], 32, 32)
+    with pytest.raises(CnnStudyError, match=r"another class count.*finetune.new_head=true"):
+        Finetune(train_all, from_checkpoint=str(weights), new_head=False)(network)
+    loaded = Finetune(train_all, from_checkpoint=str(weights))(build_cnn(3, [8, 16], 32, 32))
+    assert loaded(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_decompression_bomb_is_refused_by_name(tmp_path: Path, monkeypatch, caplog) -> None:
+    root = tmp_path / "data"
+    write_class_tree(root, ["a", "b"], per_class=10, seed=0)
+    Image.new("RGB", (400, 400)).save(root / "a" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # 160,000 px > 2 × the limit
+    dm = module(root, tmp_path, val_fraction=0.2, test_fraction=0.2)
+    assert "huge.png" in caplog.text and "skipped 1 " in caplog.text
+    s = dm.splits
+    assert len(s.train_labels) + len(s.val_labels) + len(s.test_labels) == 20
+
+
+def test_nondeterministic_cuda_operation_becomes_a_clear_message() -> None:
+    # What torch raises on CUDA under deterministic=true (no GPU in CI: the message itself).
+    error = RuntimeError(
+        "adaptive_avg_pool2d_backward_cuda does not have a deterministic implementation, but "
+        "you set 'torch.use_deterministic_algorithms(True)'."
+    )
+    problem = user_error(error)
+    assert problem is not None
+    assert "adaptive_avg_pool2d_backward_cuda has no deterministic CUDA" in str(problem)
+    assert "trainer.deterministic=warn" in str(problem)
+    assert user_error(RuntimeError("CUDA out of memory")) is None
