@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnn_study.train import RESULTS_FILE
 from tests.conftest import NO_FIGURES
@@ -92,17 +93,21 @@ def test_sweep_survives_a_diverged_and_a_crashed_job_and_summarises(tmp_path: Pa
     sweep = cli(
         "-m", *RUN, "trainer.max_epochs=1",
         "+callbacks.sabotage._target_=tests.helpers.Sabotage",
-        "+callbacks.sabotage.action=none,poison,crash",
+        "+callbacks.sabotage.action=none,poison,crash,none",
         f"hydra.sweep.dir={sweep_dir}",
         cwd=tmp_path, env=HELPERS,
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr
-    statuses = [results(sweep_dir / str(n))["status"] for n in range(3)]
-    assert statuses == ["completed", "diverged", "failed"]
+    statuses = [results(sweep_dir / str(n))["status"] for n in range(4)]
+    assert statuses == ["completed", "diverged", "failed", "completed"]
     assert "RuntimeError: sabotaged job" in results(sweep_dir / "2")["error"]
     assert "sabotaged job" in (sweep_dir / "2" / "cnn_study.log").read_text()  # with traceback
     summary = json.loads((sweep_dir / "summary.json").read_text())
-    assert summary["status_counts"] == {"completed": 1, "diverged": 1, "failed": 1}
+    assert summary["status_counts"] == {"completed": 2, "diverged": 1, "failed": 1}
+    # The job after the crash started clean: its own TensorBoard log has its epoch.
+    events = EventAccumulator(str(sweep_dir / "3" / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("val/acc")) == 1
     assert [job["status"] for job in summary["jobs"]] == statuses
     table = (sweep_dir / "summary.md").read_text()
     assert "| diverged |" in table and "sabotage.action=crash" in table
