@@ -164,6 +164,7 @@ def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | No
     std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
     autocast = autocast_for(str(parts.trainer.precision), device)
     scaler = torch.amp.GradScaler(device.type, enabled=str(parts.trainer.precision) == "16-mixed")
+    size = parts.module.input_size
     batch_size = cfg.data.batch_size
     timing = Timing(trained_images(len(labels), batch_size, batches))
     net.train()
@@ -175,7 +176,10 @@ def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | No
             if batches and step >= batches:
                 break
             index = order[first : first + batch_size]
-            x = augmentation(images[index].float() / 255.0)
+            x = images[index].float() / 255.0
+            if size is not None and tuple(x.shape[-2:]) != (size, size):
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+            x = augmentation(x)
             x = (x - mean) / std
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

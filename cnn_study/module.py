@@ -187,7 +187,7 @@ class ImageClassifier(L.LightningModule):
         # Epochs without validation: checkpoint callbacks save after this hook. Rank 0's
         # progress bar syncs metrics just before it, so no collective here (DDP).
         if self._guarded_epoch != self.current_epoch:
-            self._stop_if_diverged(across_processes=self.trainer.world_size == 1)
+            self._stop_if_diverged(across_processes=False)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits = self._shared_step(batch, train=False)

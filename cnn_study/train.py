@@ -64,13 +64,15 @@ def read_results(output_dir: Path) -> dict[str, Any]:
 def resume_checkpoint(trainer: L.Trainer, output_dir: Path) -> str:
     """The last checkpoint of the run in `output_dir`; an error when there is none."""
     checkpoint = trainer.checkpoint_callback
-    folder = Path(checkpoint.dirpath) if isinstance(checkpoint, ModelCheckpoint) else None
-    last = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-    if folder is None or not last.is_file():
+    if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.dirpath is None:
+        raise CnnStudyError("resume=true needs checkpoints, but callbacks.model_checkpoint is off")
+    name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+    last = Path(checkpoint.dirpath) / name
+    if not last.is_file():
         raise CnnStudyError(
-            f"resume=true, but there is no checkpoint to resume from "
-            f"({last if folder else 'checkpointing is off'}); give the interrupted run's "
-            f"directory with hydra.run.dir=... (this one: {output_dir}), or drop resume=true"
+            f"resume=true, but there is no checkpoint to resume from ({last}); give the "
+            f"interrupted run's directory with hydra.run.dir=... (this one: {output_dir}), "
+            "or drop resume=true"
         )
     return str(last)
 

@@ -133,15 +133,14 @@ class InMemoryImageDataModule(L.LightningDataModule):
 
     def training_device(self) -> torch.device:
         """The device batches are consumed on (the CPU outside a Trainer)."""
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def uses_device_path(self) -> bool:
         """Whether batches are sliced from device-resident tensors (see `placement`)."""
         if self.placement == "host" or self.num_workers > 0:
             return False
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.world_size > 1:
+        if self.trainer is not None and self.trainer.world_size > 1:
             return False  # each process needs its own shard: the DataLoader's sampler
         s = self.splits
         device = self.training_device()
