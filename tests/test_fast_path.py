@@ -144,3 +144,14 @@ def test_benchmark_runs_end_to_end_on_tiny_data(cifar_folder: Path, tmp_path: Pa
     assert set(saved["ratios"]) == {"a/b", "a/c"}
     assert saved["data_placement"] == "device"
     assert (tmp_path / "config.yaml").is_file()
+
+
+def test_benchmark_can_skip_variants(cifar_folder: Path, tmp_path: Path) -> None:
+    report = bench.main(
+        [
+            "--data-root", str(cifar_folder), "--epochs", "1", "--batches", "1",
+            "--skip", "torchvision", "--out", str(tmp_path), "data.val_size=16",
+        ]
+    )  # fmt: skip
+    assert set(report["variants"]) == {"lightning", "plain"}
+    assert set(report["ratios"]) == {"a/b"}

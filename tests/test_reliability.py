@@ -6,10 +6,12 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnn_study.train import RESULTS_FILE
+from cnn_study.errors import CnnStudyError
+from cnn_study.train import RESULTS_FILE, run
 from tests.conftest import NO_FIGURES
 from tests.test_train import REPO, cli
 
@@ -111,3 +113,9 @@ def test_sweep_survives_a_diverged_and_a_crashed_job_and_summarises(tmp_path: Pa
     assert [job["status"] for job in summary["jobs"]] == statuses
     table = (sweep_dir / "summary.md").read_text()
     assert "| diverged |" in table and "sabotage.action=crash" in table
+
+
+def test_resume_without_checkpointing_says_so(compose_cfg) -> None:
+    cfg = compose_cfg("data=fake", "trainer=debug", "callbacks=none", "resume=true")
+    with pytest.raises(CnnStudyError, match="resume=true needs checkpoints"):
+        run(cfg)
