@@ -160,13 +160,13 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def _batches(self, split: str, batch_size: int, shuffle: bool) -> Iterable:
         images = getattr(self.splits, f"{split}_images")
         labels = getattr(self.splits, f"{split}_labels")
-        order = EpochOrder(len(labels), shuffle=shuffle, seed=self.order_seed)
-        device = self.training_device()
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             return distributed_batches(
                 images, labels, batch_size, shuffle, self.order_seed, trainer, self.num_workers
             )
+        order = EpochOrder(len(labels), shuffle=shuffle, seed=self.order_seed)
+        device = self.training_device()
         if not self.uses_device_path():
             return host_batches(
                 images, labels, batch_size, order, self.num_workers, device.type == "cuda"
