@@ -33,17 +33,38 @@ $(STAMP): pyproject.toml
 run: install  ## Study A1 baseline (override anything with ARGS="arch=cnn5 ...")
 	$(PY) -m cnn_study experiment=a1_baseline $(ARGS)
 
-# Every part of Study A, then one report: `make study-a ARGS="trainer.max_epochs=2 seed=0,1,2"`.
-# A part that fails (A5 without ImageNet weights offline) shows as failed in the report.
-STUDY_A_SWEEPS := a2_depth a3_regularization a7_lr_schedule
-STUDY_A_RUNS := a1_baseline a4_batchnorm a5_linear a5_partial a6_augmentation a8_gradcam
+# Study A at its protocol (10 epochs), then one report. Every part at seed 0 first, then
+# the parts the main claims rest on (A1, A4, A6, A7 cosine) at every seed of SEEDS, then A8
+# (A4's Grad-CAM figure). A7's constant LR is the A1 baseline itself. resume=true: run it
+# again with the same STUDY_DIR to continue an interrupted study (completed runs are kept).
+# `make study-a STUDY_DIR=~/study-a REPORT_DIR=results/study-a` regenerates results/study-a/.
+SEEDS ?= 0,1,2
+STUDY_DIR ?=
+REPORT_DIR ?=
 study-a: install
-	@set -u; dir="$$($(PY) -m cnn_study.paths output)/study-a/$$(date +%Y-%m-%d_%H-%M-%S)"; \
-	for part in $(STUDY_A_RUNS) $(STUDY_A_SWEEPS); do \
-	  $(PY) -m cnn_study -m experiment=$$part hydra.sweep.dir="$$dir/$$part" $(ARGS) \
-	    || echo "study-a: $$part failed (see its results.json)"; \
-	done; \
-	$(PY) -m cnn_study.report "$$dir"
+	@set -u; dir="$(STUDY_DIR)"; \
+	[ -n "$$dir" ] || dir="$$($(PY) -m cnn_study.paths output)/study-a/$$(date +%Y-%m-%d_%H-%M-%S)"; \
+	part() { name=$$1; shift; \
+	  $(PY) -m cnn_study -m resume=true "hydra.sweep.dir=$$dir/$$name" \
+	    'hydra.sweep.subdir=$${hydra.job.num}_seed$${seed}' "$$@" $(ARGS) \
+	    || echo "study-a: $$name failed (see its results.json)"; }; \
+	start=$$(date +%s); \
+	part a1_baseline experiment=a1_baseline seed=0; \
+	part a4_batchnorm experiment=a4_batchnorm seed=0; \
+	part a6_augmentation experiment=a6_augmentation seed=0; \
+	part a7_cosine experiment=a7_lr_schedule scheduler=cosine seed=0; \
+	part a7_step experiment=a7_lr_schedule scheduler=step seed=0; \
+	part a2_depth experiment=a2_depth seed=0; \
+	part a3_regularization experiment=a3_regularization seed=0; \
+	part a5_linear experiment=a5_linear seed=0; \
+	part a5_partial experiment=a5_partial seed=0; \
+	part a1_baseline experiment=a1_baseline seed=$(SEEDS); \
+	part a4_batchnorm experiment=a4_batchnorm seed=$(SEEDS); \
+	part a6_augmentation experiment=a6_augmentation seed=$(SEEDS); \
+	part a7_cosine experiment=a7_lr_schedule scheduler=cosine seed=$(SEEDS); \
+	part a8_gradcam experiment=a8_gradcam seed=0; \
+	echo "study-a: $$(( ($$(date +%s) - start) / 60 )) min wall in this invocation"; \
+	$(PY) -m cnn_study.report "$$dir" $(if $(REPORT_DIR),--out "$(REPORT_DIR)")
 
 test: install
 	$(PY) -m pytest $(ARGS)

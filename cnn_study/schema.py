@@ -50,6 +50,7 @@ class RunSchema:
 
     seed: int = 0
     resume: bool = False
+    flush_denormal: bool = True
     eval_weights: str = "best"
     paths: PathsSchema = field(default_factory=PathsSchema)
     regularization: RegularizationSchema = field(default_factory=RegularizationSchema)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cnn_study.data.in_memory import InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, DivergedError, user_error
 from cnn_study.module import ImageClassifier
+from cnn_study.numerics import flush_denormals
 from cnn_study.schema import check_targets
 
 log = logging.getLogger(__name__)
@@ -194,10 +195,17 @@ def build(cfg: DictConfig, config: dict[str, Any] | None = None) -> Components:
     return Components(datamodule, module, trainer)
 
 
-def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
-    L.seed_everything(cfg.seed, workers=True)
+def set_numerics(cfg: DictConfig) -> None:
+    """Process-wide arithmetic settings of a run: TF32 matmuls on CUDA, subnormal floats
+    flushed to zero on every CPU thread (`flush_denormal`)."""
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+    flush_denormals(cfg.flush_denormal)
+
+
+def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    set_numerics(cfg)
     parts = build(cfg, config)
     datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
 
