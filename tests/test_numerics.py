@@ -7,6 +7,7 @@ half of a subnormal number into a subnormal number, one that flushes turns it in
 from __future__ import annotations
 
 import platform
+from typing import ClassVar
 
 import lightning as L
 import pytest
@@ -82,7 +83,7 @@ def test_subnormal_weights_and_moments_do_not_survive_a_step(two_threads, name: 
 class RecordFlushing(L.Callback):
     """What every intra-op thread does with subnormals while the run trains."""
 
-    seen: list[bool] = []
+    seen: ClassVar[list[bool]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         RecordFlushing.seen = threads_flushing()
