@@ -35,7 +35,7 @@ run: install  ## Study A1 baseline (override anything with ARGS="arch=cnn5 ...")
 
 # Study A at its protocol (10 epochs), then one report. Every part at seed 0 first, then
 # the parts the main claims rest on (A1, A4, A6, A7 cosine) at every seed of SEEDS, then A8
-# (A4's Grad-CAM figure). A7's constant LR is the A1 baseline itself. resume=true: run it
+# (A4's Grad-CAM figure). A7's constant LR is the A1 baseline itself. resume=auto: run it
 # again with the same STUDY_DIR to continue an interrupted study (completed runs are kept).
 # `make study-a STUDY_DIR=~/study-a REPORT_DIR=results/study-a` regenerates results/study-a/.
 SEEDS ?= 0,1,2
@@ -45,7 +45,7 @@ study-a: install
 	@set -u; dir="$(STUDY_DIR)"; \
 	[ -n "$$dir" ] || dir="$$($(PY) -m cnn_study.paths output)/study-a/$$(date +%Y-%m-%d_%H-%M-%S)"; \
 	part() { name=$$1; shift; \
-	  $(PY) -m cnn_study -m resume=true "hydra.sweep.dir=$$dir/$$name" \
+	  $(PY) -m cnn_study -m resume=auto "hydra.sweep.dir=$$dir/$$name" \
 	    'hydra.sweep.subdir=$${hydra.job.num}_seed$${seed}' "$$@" $(ARGS) \
 	    || echo "study-a: $$name failed (see its results.json)"; }; \
 	start=$$(date +%s); \

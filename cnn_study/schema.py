@@ -49,7 +49,7 @@ class RunSchema:
     `check_targets` against their target's signature."""
 
     seed: int = 0
-    resume: bool = False
+    resume: Any = False  # true, false or "auto" (checked in train.run)
     flush_denormal: bool = True
     eval_weights: str = "best"
     paths: PathsSchema = field(default_factory=PathsSchema)

@@ -62,13 +62,16 @@ def read_results(output_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def resume_checkpoint(trainer: L.Trainer, output_dir: Path) -> str:
-    """The last checkpoint of the run in `output_dir`; an error when there is none."""
+def resume_checkpoint(trainer: L.Trainer, output_dir: Path, required: bool = True) -> str | None:
+    """The last checkpoint of the run in `output_dir`; when there is none, an error if
+    `required` (resume=true), else None (resume=auto: start from scratch)."""
     checkpoint = trainer.checkpoint_callback
     if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.dirpath is None:
         raise CnnStudyError("resume=true needs checkpoints, but callbacks.model_checkpoint is off")
     name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
     last = Path(checkpoint.dirpath) / name
+    if not last.is_file() and not required:
+        return None
     if not last.is_file():
         raise CnnStudyError(
             f"resume=true, but there is no checkpoint to resume from ({last}); give the "
@@ -122,6 +125,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"missing values: {', '.join(missing)}; set them on the command line (key=value)"
         )
     check_targets(cfg)
+    if not (isinstance(cfg.resume, bool) or cfg.resume == "auto"):
+        raise CnnStudyError(f"resume={cfg.resume!r}; choose one of true, false, auto")
     if cfg.eval_weights not in EVAL_WEIGHTS:
         raise CnnStudyError(
             f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
@@ -209,7 +214,10 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
     parts = build(cfg, config)
     datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
 
-    resume_from = resume_checkpoint(trainer, Path(cfg.paths.output_dir)) if cfg.resume else None
+    output_dir = Path(cfg.paths.output_dir)
+    resume_from = (
+        resume_checkpoint(trainer, output_dir, required=cfg.resume is True) if cfg.resume else None
+    )
     if resume_from:
         log.info("resuming from %s", resume_from)
 
