@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +35,7 @@ from torch import nn
 
 from cnn_study import paths
 from cnn_study.config import CONFIG_NAME
+from cnn_study.provenance import environment
 from cnn_study.train import Components, build, resolved_config
 
 OPTIONAL_VARIANTS = ("plain", "torchvision")
@@ -244,20 +244,6 @@ def run_torchvision(
     return timing
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    facts: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if torch.cuda.is_available():
-        facts["gpu"] = torch.cuda.get_device_name()
-    return facts
-
-
 def ratios(timings: dict[str, Timing]) -> dict[str, float]:
     """Throughput of (a) over (b) and over (c), for the variants that ran."""
     result = {}
@@ -349,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(timings, result_ratios)
     report = {
         "command": [sys.executable, "-m", "cnn_study.bench", *(argv or sys.argv[1:])],
-        "machine": machine(),
+        "machine": environment(),
         "device": str(parts.trainer.strategy.root_device),
         "precision": str(parts.trainer.precision),
         "data_placement": "device" if parts.datamodule.uses_device_path() else "host",

@@ -154,3 +154,50 @@ def val_curves_figure(curves: dict[str, dict[str, list[list[float]]]]) -> Figure
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def part_figure(
+    title: str,
+    points: Sequence[tuple[str, float | None, float | None, float | None, float | None]],
+    curves: dict[str, list[list[float]]],
+) -> Figure:
+    """One study part: our test accuracy (mean and 95 % interval over seeds) beside the
+    study's figure, and validation accuracy per epoch (mean over seeds, band min–max).
+
+    `points`: (name, our mean, interval low, interval high, study figure), in percent.
+    """
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    positions = np.arange(len(points))
+    for x, (_, mean, low, high, study) in zip(positions, points):
+        if mean is not None:
+            error = [[mean - low], [high - mean]] if low is not None and high is not None else None
+            left.errorbar(x - 0.1, mean, yerr=error, fmt="o", color="tab:blue", capsize=4)
+        if study is not None:
+            left.plot(x + 0.1, study, marker="D", color="tab:orange", linestyle="none")
+    left.plot([], [], "o", color="tab:blue", label="cnn_study: mean, 95 % CI")
+    left.plot([], [], "D", color="tab:orange", label="study (one run)")
+    left.set_xticks(positions, [name for name, *_ in points], rotation=20, ha="right", fontsize=8)
+    left.set(ylabel="test accuracy (%)", title=title)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    for name, repeats in curves.items():
+        repeats = [c for c in repeats if c]
+        if not repeats:
+            continue
+        length = min(len(c) for c in repeats)
+        values = np.array([c[:length] for c in repeats]) * 100
+        epochs = np.arange(1, length + 1)
+        (line,) = right.plot(epochs, values.mean(axis=0), marker="o", ms=3, label=name)
+        if len(repeats) > 1:
+            right.fill_between(
+                epochs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2
+            )
+    right.set(
+        xlabel="epoch", ylabel="validation accuracy (%)", title="mean over seeds, band min–max"
+    )
+    right.grid(alpha=0.3)
+    if right.lines:
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,10 +1,15 @@
-"""One table from the runs themselves: `python -m cnn_study.report <run or sweep dir>...`.
+"""Evidence from the runs themselves: `python -m cnn_study.report <run or sweep dir>...`.
 
 Reads every `results.json` below the given folders (and the TensorBoard logs beside them,
 with TensorBoard's own reader), groups runs that differ only in `seed`, and writes into the
-first folder (or `--out`): `report.md`, `report.csv` (mean ± std over seeds per
-configuration, failed runs with their error, the studies' figures beside ours where the
-runs are a known study part) and `val_curves.png`.
+first folder (or `--out`):
+- `report.md`: where and when the runs ran; per configuration mean ± std and a 95 %
+  Student-t interval over seeds, failed runs with their error, the studies' figures beside
+  ours; each study part against its baseline paired by seed; the studies' claims judged
+  supported / contradicted / not resolved / not run (`cnn_study.evidence`);
+- `report.csv` (the configurations) and `report.json` (everything, for notebooks);
+- `val_curves.png` and one `part_<A2…B>.png` per study part: our accuracy with its interval
+  beside the study's figure, and validation curves with their spread over seeds.
 """
 
 from __future__ import annotations
@@ -15,14 +20,19 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnn_study.figures import val_curves_figure
+from cnn_study import evidence
+from cnn_study.evidence import Estimate, PartRuns, estimate
+from cnn_study.figures import part_figure, val_curves_figure
+from cnn_study.provenance import describe, environment
 from cnn_study.reference import study_figures
 
 METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/auroc")
@@ -45,13 +55,17 @@ class Run:
         """The overrides without the seed: runs sharing it are repeats of one configuration."""
         return tuple(sorted(o for o in self.overrides if not o.lstrip("+~").startswith("seed=")))
 
-    def val_curve(self, tag: str) -> list[float]:
+    @cached_property
+    def _scalars(self) -> dict[str, list[float]]:
         board = self.path / "tensorboard"
         if not board.is_dir():
-            return []
+            return {}
         events = EventAccumulator(str(board))
         events.Reload()
-        return [e.value for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+        return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+    def val_curve(self, tag: str) -> list[float]:
+        return self._scalars.get(tag, [])
 
 
 @dataclass
@@ -68,6 +82,12 @@ class Row:
             return None
         spread = statistics.stdev(values) if len(values) > 1 else math.nan
         return statistics.fmean(values), spread
+
+    def estimate(self, metric: str) -> Estimate | None:
+        """Mean, std and 95 % interval over the completed seeds."""
+        return estimate(
+            [r.results[metric] for r in self.completed if r.results.get(metric) is not None]
+        )
 
     def mean_of(self, key: str) -> float | None:
         values = [r.results[key] for r in self.completed if r.results.get(key) is not None]
@@ -106,7 +126,8 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the report, one line per configuration (and per failed run)."""
     names = varied(rows)
     header = ["configuration", "status", "seeds", *(m.removeprefix("test/") for m in METRICS),
-              "study acc", "Δ acc (pts)", "study f1", "epochs", "params", "train s"]  # fmt: skip
+              "acc 95% CI", "study acc", "Δ acc (pts)", "study f1", "epochs", "params",
+              "train s"]  # fmt: skip
     lines = []
     for row in rows:
         if row.completed:
@@ -116,9 +137,11 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             delta = f"{(accuracy[0] - study) * 100:+.2f}" if accuracy and study else "—"
             params = row.mean_of("params_total")
             seconds = row.mean_of("train_time_s")
+            interval = row.estimate("test/acc")
             lines.append([
                 names[row.configuration], "completed", str(len(row.completed)),
                 *(_cell(row.mean_std(m)) for m in METRICS),
+                _interval(interval),
                 f"{study:.4f}" if study else "—", delta,
                 f"{reference['test/f1']:.4f}" if "test/f1" in reference else "—",
                 f"{row.mean_of('epochs') or 0:.0f}", f"{params:,.0f}" if params else "—",
@@ -126,10 +149,28 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             ])  # fmt: skip
         for run in row.unfinished:
             error = str(run.results.get("error", "")).replace("|", "/")[:120]
-            status = run.results.get("status", "unknown")
-            lines.append([names[row.configuration], f"{status}: {error}", "1",
+            lines.append([names[row.configuration], f"{unfinished_status(run)}: {error}", "1",
                           *(["—"] * (len(header) - 3))])  # fmt: skip
     return header, lines
+
+
+def _interval(value: Estimate | None) -> str:
+    if value is None:
+        return "—"
+    if value.low is None or value.high is None:
+        return "one seed"
+    return f"[{value.low:.4f}, {value.high:.4f}]"
+
+
+def unfinished_status(run: Run) -> str:
+    """The run's status; a study part that failed for want of what it needs (A5 offline:
+    ImageNet weights) is "not run (needs …)", not a failure of the package."""
+    status = str(run.results.get("status", "unknown"))
+    error = str(run.results.get("error", "")).lower()
+    for part in evidence.PARTS:
+        if part.needs and part.matches(run.overrides) and "weights" in error:
+            return f"not run (needs {part.needs})"
+    return status
 
 
 def markdown_table(header: list[str], lines: list[list[str]]) -> str:
@@ -150,24 +191,136 @@ def val_curves(rows: list[Row]) -> Figure:
     return val_curves_figure(curves)
 
 
-def write_report(folders: list[Path], out: Path) -> list[Path]:
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def provenance(runs: list[Run], command: str | None) -> dict[str, Any]:
+    """Where, when and with what the runs ran: machines and software they recorded (this
+    machine's, when they recorded none), first start, last end, wall and training time."""
+    recorded = {describe(r.results["environment"]) for r in runs if r.results.get("environment")}
+    starts = [(r.path / "config.yaml").stat().st_mtime for r in runs
+              if (r.path / "config.yaml").is_file()]  # fmt: skip
+    ends = [(r.path / RESULTS_FILE).stat().st_mtime for r in runs]
+    training = sum(r.results.get("train_time_s") or 0.0 for r in runs)
+    facts: dict[str, Any] = {
+        "command": command,
+        "machines": sorted(recorded)
+        or [f"{describe(environment())} (where this report ran; the runs recorded none)"],
+        "first_start": _when(min(starts)) if starts else None,
+        "last_end": _when(max(ends)) if ends else None,
+        "wall_hours": round((max(ends) - min(starts)) / 3600, 2) if starts and ends else None,
+        "training_hours": round(training / 3600, 2),
+    }
+    return facts
+
+
+def _provenance_markdown(facts: dict[str, Any], regenerate: str) -> str:
+    lines = [f"- Runs made by: `{facts['command']}`" if facts["command"] else None,
+             f"- This report: `{regenerate}`",
+             *(f"- Machine and software: {m}" for m in facts["machines"]),
+             f"- Runs from {facts['first_start']} to {facts['last_end']}: "
+             f"{facts['wall_hours']} h wall, {facts['training_hours']} h of training"]  # fmt: skip
+    return "\n".join(line for line in lines if line)
+
+
+def part_tables(parts: dict[str, PartRuns]) -> tuple[str, list[evidence.ClaimResult]]:
+    """Markdown of the paired differences and the claims, and the judged claims."""
+    rows = ["| part | baseline | paired seeds | Δ test acc, points [95% CI] |", "|---|---|---|---|"]
+    for d in evidence.baseline_differences(parts):
+        shown = d.estimate.text() if d.estimate else "no seed in common"
+        rows.append(f"| {d.part} | {d.baseline} | {','.join(map(str, d.seeds)) or '—'} | {shown} |")
+    claims = evidence.judge_all(parts)
+    lines = ["| claim | study | verdict | evidence (ours − other, points) |", "|---|---|---|---|"]
+    lines += [f"| {c.claim.text} | {c.claim.study} | **{c.verdict}** | {c.evidence()} |"
+              for c in claims]  # fmt: skip
+    return "\n".join(rows) + "\n\n## Claims of the studies\n\n" + "\n".join(lines), claims
+
+
+def part_figures(parts: dict[str, PartRuns], runs: list[Run]) -> dict[str, Figure]:
+    """One picture per study part that has runs (see `evidence.FAMILIES`)."""
+    figures = {}
+    for family, names in evidence.FAMILIES.items():
+        present = [name for name in names if name in parts and parts[name].by_seed]
+        if not any(evidence.PARTS_BY_NAME[name].baseline or family == "B" for name in present):
+            continue
+        points, curves = [], {}
+        for name in names:
+            entry = parts.get(name)
+            ours = entry.estimate if entry else None
+            part = evidence.PARTS_BY_NAME[name]
+            study = study_figures([f"experiment={part.experiment}", *part.selector]) or {}
+            points.append((
+                name,
+                ours.mean * 100 if ours else None,
+                ours.low * 100 if ours and ours.low is not None else None,
+                ours.high * 100 if ours and ours.high is not None else None,
+                study["test/acc"] * 100 if "test/acc" in study else None,
+            ))  # fmt: skip
+            curves[name] = [
+                r.val_curve("val/acc")
+                for r in runs
+                if r.results.get("status") == "completed" and part.matches(r.overrides)
+            ]
+        figures[family] = part_figure(f"Study {family}", points, curves)
+    return figures
+
+
+def write_report(folders: list[Path], out: Path, command: str | None = None) -> list[Path]:
     runs = find_runs(folders)
     if not runs:
         raise SystemExit(f"no {RESULTS_FILE} below {', '.join(map(str, folders))}")
     rows = group(runs)
     header, lines = table(rows)
+    parts = evidence.collect((run.overrides, run.results) for run in runs)
+    comparisons, claims = part_tables(parts)
     out.mkdir(parents=True, exist_ok=True)
-    sources = ", ".join(str(f) for f in folders)
-    text = f"# cnn_study report\n\n{len(runs)} runs from {sources}\n\n"
-    note = (
-        "\n\nStudy figures are single runs under the studies' own protocol (Study A: 10 "
-        "epochs); compare runs of another length with care."
-    )
-    (out / "report.md").write_text(text + markdown_table(header, lines) + note + "\n")
+    facts = provenance(runs, command)
+    regenerate = f"python -m cnn_study.report {' '.join(map(str, folders))} --out {out}"
+    pictures = []
+    for family, figure in part_figures(parts, runs).items():
+        pictures.append(out / f"part_{family}.png")
+        figure.savefig(pictures[-1], dpi=100)
+    text = "\n\n".join([
+        "# cnn_study report",
+        f"{len(runs)} runs from {', '.join(str(f) for f in folders)}",
+        _provenance_markdown(facts, regenerate),
+        "## Configurations\n\nTest metrics: mean ± std over seeds; the interval is a 95 % "
+        "Student-t confidence interval of the mean test accuracy.",
+        markdown_table(header, lines),
+        "## Each part against its baseline, paired by seed\n\nThe difference is taken seed by "
+        "seed (same initialisation and data order), then averaged; a single pair gets no "
+        "interval. A claim is **supported** when every interval it rests on lies on the "
+        "claimed side of zero, **contradicted** when one lies on the other side, **not "
+        "resolved** when an interval includes zero or only one seed is paired, **not run** "
+        "when a part has no completed run.",
+        comparisons,
+        "## Pictures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pictures)
+        + "\n![validation curves](val_curves.png)",
+        "Study figures are single runs under the studies' own protocol (Study A: 10 epochs); "
+        "compare runs of another length with care.",
+    ])  # fmt: skip
+    (out / "report.md").write_text(text + "\n")
     with (out / "report.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([header, *lines])
+    summary = {
+        "provenance": facts,
+        "configurations": [dict(zip(header, cells)) for cells in lines],
+        "parts": {
+            name: {
+                "seeds": entry.by_seed,
+                "estimate": asdict(entry.estimate) if entry.estimate else None,
+                "unfinished": entry.unfinished,
+            }
+            for name, entry in parts.items()
+        },
+        "differences": [asdict(d) for d in evidence.baseline_differences(parts)],
+        "claims": [c.as_dict() for c in claims],
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     val_curves(rows).savefig(out / "val_curves.png", dpi=110)
-    return [out / "report.md", out / "report.csv", out / "val_curves.png"]
+    return [out / "report.md", out / "report.csv", out / "report.json", out / "val_curves.png",
+            *pictures]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folders", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, help="where to write (default: the first folder)")
+    parser.add_argument("--command", help="the command that made the runs, for the header")
     args = parser.parse_args(argv)
-    for path in write_report(args.folders, args.out or args.folders[0]):
+    for path in write_report(args.folders, args.out or args.folders[0], args.command):
         print(path)
     return 0
 

@@ -29,6 +29,7 @@ from cnn_study.data.in_memory import InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, DivergedError, user_error
 from cnn_study.module import ImageClassifier
 from cnn_study.numerics import flush_denormals
+from cnn_study.provenance import environment
 from cnn_study.schema import check_targets
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "overrides": task_overrides(),
         "seed": cfg.seed,
         "output_dir": str(output_dir),
+        "environment": environment(),
     }
     write_json_atomic(output_dir / RESULTS_FILE, results)
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cnn_study import evidence
 from cnn_study.reference import study_figures
 
 
@@ -99,5 +100,7 @@ def test_notebook_runs_on_a_sweep(tiny_sweep, monkeypatch: pytest.MonkeyPatch) -
                    for o in outputs)  # fmt: skip
     assert "4 runs, 2 configurations" in text
     assert "scheduler=step" in text and "± " in text
+    # fake data is no study part: every claim is shown, none judged
+    assert f"'not run': {len(evidence.CLAIMS)}" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 1 + 4  # the validation curves, one Grad-CAM figure per run
