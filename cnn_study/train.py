@@ -63,21 +63,32 @@ def read_results(output_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def resume_checkpoint(trainer: L.Trainer, output_dir: Path, required: bool = True) -> str | None:
-    """The last checkpoint of the run in `output_dir`; when there is none, an error if
+def checkpoint_callbacks(
+    trainer: L.Trainer,
+) -> tuple[ModelCheckpoint | None, ModelCheckpoint | None]:
+    """(best, last): the val/acc-monitored checkpoint and the one rewritten every epoch."""
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    best = next((c for c in callbacks if c.monitor is not None), None)
+    last = next((c for c in callbacks if c.monitor is None), None)
+    return best, last
+
+
+def resume_checkpoint(cfg: DictConfig, required: bool = True) -> str | None:
+    """The run's last checkpoint (callbacks.last_checkpoint); when there is none, an error if
     `required` (resume=true), else None (resume=auto: start from scratch)."""
-    checkpoint = trainer.checkpoint_callback
-    if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.dirpath is None:
-        raise CnnStudyError("resume=true needs checkpoints, but callbacks.model_checkpoint is off")
-    name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-    last = Path(checkpoint.dirpath) / name
+    node = (cfg.get("callbacks") or {}).get("last_checkpoint")
+    if not node or not node.get("dirpath"):
+        raise CnnStudyError(
+            "resume needs checkpoints every epoch, but callbacks.last_checkpoint is off"
+        )
+    last = Path(node.dirpath) / f"{node.get('filename') or 'last'}{ModelCheckpoint.FILE_EXTENSION}"
     if not last.is_file() and not required:
         return None
     if not last.is_file():
         raise CnnStudyError(
             f"resume=true, but there is no checkpoint to resume from ({last}); give the "
-            f"interrupted run's directory with hydra.run.dir=... (this one: {output_dir}), "
-            "or drop resume=true"
+            f"interrupted run's directory with hydra.run.dir=... (this one: "
+            f"{cfg.paths.output_dir}), or drop resume=true"
         )
     return str(last)
 
@@ -173,8 +184,13 @@ class Components:
     trainer: L.Trainer
 
 
-def build(cfg: DictConfig, config: dict[str, Any] | None = None) -> Components:
-    """Instantiate a run's objects from its config (also used by `cnn_study.bench`)."""
+def build(
+    cfg: DictConfig, config: dict[str, Any] | None = None, resumed_step: int | None = None
+) -> Components:
+    """Instantiate a run's objects from its config (also used by `cnn_study.bench`).
+
+    `resumed_step`: the global step a resumed run continues from; TensorBoard hides what an
+    interrupted process logged after it, so every epoch keeps one point."""
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the class count and the normalisation come from the data
@@ -195,7 +211,12 @@ def build(cfg: DictConfig, config: dict[str, Any] | None = None) -> Components:
         run_config=config if config is not None else resolved_config(cfg),
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    loggers = [instantiate(c) for c in cfg.logger.values()]
+    loggers = [
+        instantiate(c, purge_step=resumed_step)
+        if resumed_step is not None and str(c.get("_target_", "")).endswith("TensorBoardLogger")
+        else instantiate(c)
+        for c in cfg.logger.values()
+    ]
     if not loggers:  # logger=none: Lightning refuses an lr monitor with nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -213,25 +234,24 @@ def set_numerics(cfg: DictConfig) -> None:
 def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     set_numerics(cfg)
-    parts = build(cfg, config)
-    datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
-
-    output_dir = Path(cfg.paths.output_dir)
-    resume_from = (
-        resume_checkpoint(trainer, output_dir, required=cfg.resume is True) if cfg.resume else None
-    )
+    resume_from = resume_checkpoint(cfg, required=cfg.resume is True) if cfg.resume else None
+    resumed_step = None
     if resume_from:
         log.info("resuming from %s", resume_from)
+        resumed_step = torch.load(resume_from, map_location="cpu", weights_only=False)[
+            "global_step"
+        ]
+    parts = build(cfg, config, resumed_step)
+    datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     train_time = time.perf_counter() - start
     last_val_acc = trainer.callback_metrics.get("val/acc")
-    checkpoint = trainer.checkpoint_callback
-    has_checkpoints = isinstance(checkpoint, ModelCheckpoint)
-    best_path = checkpoint.best_model_path if has_checkpoints else ""
-    last_path = checkpoint.last_model_path if has_checkpoints else ""
-    best_score = checkpoint.best_model_score if has_checkpoints else None
+    best, last = checkpoint_callbacks(trainer)
+    best_path = best.best_model_path if best else ""
+    last_path = last.best_model_path if last else ""  # its one kept file: the latest epoch
+    best_score = best.best_model_score if best else None
 
     eval_path = best_path if cfg.eval_weights == "best" and best_path else None
     trainer.test(module, datamodule=datamodule, ckpt_path=eval_path, verbose=False)

@@ -10,13 +10,14 @@ import torch
 
 
 class KillAfterEpoch(L.Callback):
-    """SIGKILL the process at the end of epoch `epoch`, after its checkpoints were saved."""
+    """SIGKILL the process after epoch `epoch` and its checkpoints (as the next one starts:
+    checkpoint callbacks run after all others at an epoch's end)."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch + 1:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -47,3 +48,12 @@ class Sabotage(L.Callback):
             self.poison.on_train_epoch_start(trainer, pl_module)
         elif self.action == "crash" and trainer.current_epoch == self.epoch:
             raise RuntimeError("sabotaged job")
+
+
+class WorseningValAcc(L.Callback):
+    """Make the monitored val/acc fall after the first epoch, so that the best checkpoint
+    stays at epoch 0 (the case where Lightning stopped rewriting last.ckpt)."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs before ModelCheckpoint's own on_validation_end (Lightning orders those last).
+        trainer.callback_metrics["val/acc"] = torch.tensor(1.0 / (trainer.current_epoch + 1))

@@ -119,7 +119,7 @@ def test_compiled_network_trains_and_checkpoints_plain_keys(compose_cfg: Compose
     parts = build(compose_cfg(*QUICK, *NO_FIGURES, "module.compile=true"))
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     assert parts.module.net._compiled_call_impl is not None  # what nn.Module.compile sets
-    checkpoint = parts.trainer.checkpoint_callback.last_model_path
+    checkpoint = parts.trainer.checkpoint_callbacks[-1].best_model_path  # last.ckpt
     state = torch.load(checkpoint, weights_only=False)["state_dict"]
     assert "net.features.0.0.weight" in state
     assert not any("_orig_mod" in key for key in state)

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cnn_study.errors import CnnStudyError
 from cnn_study.train import RESULTS_FILE, run
 from tests.conftest import NO_FIGURES
-from tests.test_train import REPO, cli
+from tests.test_train import REPO, cli, scalars
 
 # Augmentation and dropout draw from the global RNG every step: resume must restore it.
 RUN = (
@@ -21,6 +21,7 @@ RUN = (
     "augmentation=crop_flip_jitter", "regularization=dropout", "seed=7", *NO_FIGURES,
 )  # fmt: skip
 HELPERS = {"PYTHONPATH": str(REPO)}  # the subprocesses import tests.helpers
+WORSENING = ("+callbacks.worsening._target_=tests.helpers.WorseningValAcc",)
 
 
 def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -31,27 +32,44 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / RESULTS_FILE).read_text())
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = cli(*RUN, f"hydra.run.dir={whole}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+def checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
-    kill = ("+callbacks.kill._target_=tests.helpers.KillAfterEpoch", "+callbacks.kill.epoch=1")
-    crashed = cli(*RUN, *kill, f"hydra.run.dir={killed}", cwd=tmp_path, env=HELPERS)
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """Validation accuracy never improves after epoch 0, the run is killed after epoch 2 of
+    4 and resumed: weights, optimizer state and every logged point equal an uninterrupted run."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    four = (*RUN, "trainer.max_epochs=4", *WORSENING)
+    done = cli(*four, f"hydra.run.dir={whole}", cwd=tmp_path, env=HELPERS)
+    assert done.returncode == 0, done.stderr
+    steps_per_epoch = checkpoint(whole)["global_step"] // 4
+    assert checkpoint(whole)["epoch"] == 3  # last.ckpt is the last epoch, not the best one
+
+    kill = ("+callbacks.kill._target_=tests.helpers.KillAfterEpoch", "+callbacks.kill.epoch=2")
+    crashed = cli(*four, *kill, f"hydra.run.dir={killed}", cwd=tmp_path, env=HELPERS)
     assert crashed.returncode == -signal.SIGKILL
     assert results(killed)["status"] == "running"  # the file shows it never finished
-    assert (killed / "checkpoints" / "last.ckpt").is_file()
+    assert checkpoint(killed)["epoch"] == 2
+    assert checkpoint(killed)["global_step"] == 3 * steps_per_epoch
 
-    resumed = cli(*RUN, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path)
+    resumed = cli(*four, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path, env=HELPERS)
     assert resumed.returncode == 0, resumed.stderr
-    expected, got = last_weights(whole), last_weights(killed)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
+    expected, got = checkpoint(whole), checkpoint(killed)
+    assert got["global_step"] == expected["global_step"] == 4 * steps_per_epoch
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(tensor, got["state_dict"][name]), name
+    for index, state in expected["optimizer_states"][0]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, got["optimizer_states"][0]["state"][index][key]), key
     a, b = results(whole), results(killed)
-    assert b["status"] == "completed" and b["epochs"] == a["epochs"] == 3
+    assert b["status"] == "completed" and b["epochs"] == a["epochs"] == 4
     for key in ("test/acc", "test/loss", "test/f1", "best_val/acc", "val/acc"):
         assert a[key] == b[key], key
+    logged, relogged = scalars(whole), scalars(killed)  # one point per epoch, same values
+    assert logged.keys() == relogged.keys()
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
+        assert len(logged[tag]) == 4 and logged[tag] == relogged[tag], tag
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
@@ -117,5 +135,5 @@ def test_sweep_survives_a_diverged_and_a_crashed_job_and_summarises(tmp_path: Pa
 
 def test_resume_without_checkpointing_says_so(compose_cfg) -> None:
     cfg = compose_cfg("data=fake", "trainer=debug", "callbacks=none", "resume=true")
-    with pytest.raises(CnnStudyError, match="resume=true needs checkpoints"):
+    with pytest.raises(CnnStudyError, match="resume needs checkpoints every epoch"):
         run(cfg)
