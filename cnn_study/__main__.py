@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -12,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnn_study.config import CONFIG_NAME, CONFIG_PATH
-from cnn_study.errors import user_error
+from cnn_study.errors import interruption, user_error
 from cnn_study.train import run
 
 log = logging.getLogger("cnn_study")
@@ -23,7 +24,17 @@ def main(cfg: DictConfig) -> float | None:
     """Run one job; return its best validation accuracy (the objective of sweepers)."""
     try:
         results = run(cfg)
-    except Exception as error:
+    except BaseException as error:
+        stopped = interruption(error)
+        if stopped is not None:  # also ends a sweep: the user (or the cluster) stopped it
+            log.warning(
+                "%s: stopped; checkpoints/last.ckpt holds the last completed epoch. Continue "
+                "with the same command and resume=true hydra.run.dir=%s",
+                stopped, cfg.paths.output_dir,
+            )  # fmt: skip
+            sys.exit(128 + int(getattr(signal, stopped)))
+        if not isinstance(error, Exception):
+            raise
         problem = user_error(error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # One job must not end a sweep: its results.json records the status and error,

@@ -1,5 +1,9 @@
 """Errors a user can fix: printed as one clear message, never as a traceback."""
 
+from collections.abc import Iterator
+
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 
 class CnnStudyError(Exception):
     """A problem with the user's input (config, data, paths), not a bug in cnn_study."""
@@ -16,12 +20,33 @@ class DivergedError(CnnStudyError):
 NONDETERMINISTIC = "does not have a deterministic implementation"
 
 
-def user_error(error: BaseException) -> CnnStudyError | None:
-    """The CnnStudyError behind `error`, also when Hydra's instantiate wrapped it, or the
-    user-fixable problem a library error stands for."""
+def chain(error: BaseException) -> Iterator[BaseException]:
+    """`error` and the exceptions behind it (causes and contexts), each once."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
+        yield current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+
+
+def interruption(error: BaseException) -> str | None:
+    """ "SIGINT" or "SIGTERM" when `error` ends a run that was stopped from outside.
+
+    Lightning turns Ctrl-C into SystemExit(1) after its own handling, and SIGTERM (also
+    what SLURM sends before it pre-empts a job) into SIGTERMException at the next step."""
+    for link in chain(error):
+        if isinstance(link, KeyboardInterrupt):
+            return "SIGINT"
+        if isinstance(link, SIGTERMException):
+            return "SIGTERM"
+    return None
+
+
+def user_error(error: BaseException) -> CnnStudyError | None:
+    """The CnnStudyError behind `error`, also when Hydra's instantiate wrapped it, or the
+    user-fixable problem a library error stands for."""
+    for current in chain(error):
         if isinstance(current, CnnStudyError):
             return current
         if isinstance(current, RuntimeError) and NONDETERMINISTIC in str(current):
@@ -32,6 +57,4 @@ def user_error(error: BaseException) -> CnnStudyError | None:
                 "backbones); use trainer.deterministic=warn (deterministic where possible) "
                 "or false"
             )
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
     return None

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnn_study.data.in_memory import InMemoryImageDataModule
-from cnn_study.errors import CnnStudyError, DivergedError, user_error
+from cnn_study.errors import CnnStudyError, DivergedError, interruption, user_error
 from cnn_study.module import ImageClassifier
 from cnn_study.numerics import flush_denormals
 from cnn_study.provenance import environment
@@ -95,7 +95,7 @@ def resume_checkpoint(cfg: DictConfig, required: bool = True) -> str | None:
 
 def run_status(error: BaseException) -> str:
     """The results.json status of a run that ended with `error`."""
-    if isinstance(error, KeyboardInterrupt):
+    if interruption(error):
         return "interrupted"
     return "diverged" if isinstance(error, DivergedError) else "failed"
 
@@ -166,8 +166,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["status"] = "completed"
     except BaseException as error:  # the file must say that this run did not finish
         cause = user_error(error) or error
-        results["status"] = run_status(cause)
-        results["error"] = f"{type(cause).__name__}: {cause}"
+        results["status"] = run_status(error)
+        stopped = interruption(error)
+        results["error"] = (
+            f"stopped by {stopped}" if stopped else f"{type(cause).__name__}: {cause}"
+        )
         raise
     finally:
         write_json_atomic(output_dir / RESULTS_FILE, results)

@@ -57,3 +57,16 @@ class WorseningValAcc(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs before ModelCheckpoint's own on_validation_end (Lightning orders those last).
         trainer.callback_metrics["val/acc"] = torch.tensor(1.0 / (trainer.current_epoch + 1))
+
+
+class SignalAtEpoch(L.Callback):
+    """Send `signal_name` (SIGINT, SIGTERM, SIGUSR1) to this process as epoch `epoch` starts,
+    as Ctrl-C, `kill` or a cluster's pre-emption notice would."""
+
+    def __init__(self, signal_name: str, epoch: int) -> None:
+        self.signal = getattr(signal, signal_name)
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
+            os.kill(os.getpid(), self.signal)

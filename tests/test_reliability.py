@@ -72,6 +72,24 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
         assert len(logged[tag]) == 4 and logged[tag] == relogged[tag], tag
 
 
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_sigint_and_sigterm_end_as_interrupted_and_resume(tmp_path: Path, name: str, code: int):
+    run_dir = tmp_path / "run"
+    stop = ("+callbacks.stop._target_=tests.helpers.SignalAtEpoch",
+            f"+callbacks.stop.signal_name={name}", "+callbacks.stop.epoch=2")  # fmt: skip
+    stopped = cli(*RUN, *stop, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=HELPERS)
+    assert stopped.returncode == code, stopped.stderr[-2000:]
+    assert "resume=true" in stopped.stdout + stopped.stderr
+    assert "Traceback" not in stopped.stdout + stopped.stderr
+    saved = results(run_dir)
+    assert saved["status"] == "interrupted" and saved["error"] == f"stopped by {name}"
+    assert checkpoint(run_dir)["epoch"] == 1  # the last completed epoch
+    resumed = cli(*RUN, "resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
+    assert len(scalars(run_dir)["val/acc"]) == 3
+
+
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     fresh = cli(*RUN, "resume=true", f"hydra.run.dir={tmp_path / 'new'}", cwd=tmp_path)
     assert fresh.returncode == 2
