@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -93,6 +94,21 @@ def resume_checkpoint(cfg: DictConfig, required: bool = True) -> str | None:
     return str(last)
 
 
+def requeued_on_slurm() -> bool:
+    """True in a SLURM job that SLURM started again after a pre-emption, a timeout or a
+    requeue (Lightning's auto-requeue on the job's SIGUSR1, or submitit's)."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return SLURMEnvironment.detect() and restarts.isdigit() and int(restarts) > 0
+
+
+def effective_resume(cfg: DictConfig) -> bool | str:
+    """`resume`, except that a requeued SLURM job always continues its own run (auto)."""
+    if not cfg.resume and requeued_on_slurm():
+        log.info("requeued SLURM job (restart %s): resume=auto", os.environ["SLURM_RESTART_COUNT"])
+        return "auto"
+    return cfg.resume
+
+
 def run_status(error: BaseException) -> str:
     """The results.json status of a run that ended with `error`."""
     if interruption(error):
@@ -144,7 +160,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
         )
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.resume:
+    resume = effective_resume(cfg)
+    if resume:
         previous = read_results(output_dir)
         if previous.get("status") == "completed":
             log.info("resume=true: %s already completed; not run again", output_dir)
@@ -162,7 +179,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json_atomic(output_dir / RESULTS_FILE, results)
     try:
-        results.update(_fit_and_test(cfg, config))
+        results.update(_fit_and_test(cfg, config, resume))
         results["status"] = "completed"
     except BaseException as error:  # the file must say that this run did not finish
         cause = user_error(error) or error
@@ -234,10 +251,10 @@ def set_numerics(cfg: DictConfig) -> None:
     flush_denormals(cfg.flush_denormal)
 
 
-def _fit_and_test(cfg: DictConfig, config: dict[str, Any]) -> dict[str, Any]:
+def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     set_numerics(cfg)
-    resume_from = resume_checkpoint(cfg, required=cfg.resume is True) if cfg.resume else None
+    resume_from = resume_checkpoint(cfg, required=resume is True) if resume else None
     resumed_step = None
     if resume_from:
         log.info("resuming from %s", resume_from)

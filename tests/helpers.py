@@ -60,13 +60,16 @@ class WorseningValAcc(L.Callback):
 
 
 class SignalAtEpoch(L.Callback):
-    """Send `signal_name` (SIGINT, SIGTERM, SIGUSR1) to this process as epoch `epoch` starts,
-    as Ctrl-C, `kill` or a cluster's pre-emption notice would."""
+    """Send `signal_name` (SIGINT, SIGTERM; "SIGUSR1,SIGTERM" for several in turn) to this
+    process in epoch `epoch`, as Ctrl-C, `kill` or a cluster's pre-emption would; with
+    `first_attempt_only`, not in a SLURM job that was requeued (SLURM_RESTART_COUNT > 0)."""
 
-    def __init__(self, signal_name: str, epoch: int) -> None:
-        self.signal = getattr(signal, signal_name)
+    def __init__(self, signal_name: str, epoch: int, first_attempt_only: bool = False) -> None:
+        self.signals = [getattr(signal, name) for name in signal_name.split(",")]
         self.epoch = epoch
+        self.armed = not (first_attempt_only and os.environ.get("SLURM_RESTART_COUNT", "0") != "0")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == 1:
-            os.kill(os.getpid(), self.signal)
+        if self.armed and trainer.current_epoch == self.epoch and batch_idx == 1:
+            for number in self.signals:
+                os.kill(os.getpid(), number)

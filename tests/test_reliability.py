@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -88,6 +89,48 @@ def test_sigint_and_sigterm_end_as_interrupted_and_resume(tmp_path: Path, name: 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
     assert len(scalars(run_dir)["val/acc"]) == 3
+
+
+def fake_slurm(tmp_path: Path, restarts: int) -> dict[str, str]:
+    """The environment of SLURM job 4242 (one task), with a stand-in `scontrol` on PATH
+    that records what it is asked to do."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    return {
+        **HELPERS, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "cnn_study", "SLURM_NTASKS": "1", "SLURM_NODELIST": "localhost",
+        "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+        "SLURM_RESTART_COUNT": str(restarts),
+    }  # fmt: skip
+
+
+def test_slurm_preemption_requeues_and_the_requeued_job_continues(tmp_path: Path) -> None:
+    """SLURM warns with SIGUSR1 (#SBATCH --signal=USR1@90), then pre-empts with SIGTERM:
+    Lightning's auto-requeue calls `scontrol requeue`; the same command, started again by
+    SLURM (SLURM_RESTART_COUNT=1), continues from last.ckpt instead of starting over."""
+    run_dir = tmp_path / "job"
+    command = (*RUN, f"hydra.run.dir={run_dir}",
+               "+callbacks.preempt._target_=tests.helpers.SignalAtEpoch",
+               "+callbacks.preempt.signal_name='SIGUSR1,SIGTERM'", "+callbacks.preempt.epoch=2",
+               "+callbacks.preempt.first_attempt_only=true")  # fmt: skip
+    first = cli(*command, cwd=tmp_path, env=fake_slurm(tmp_path, restarts=0))
+    assert first.returncode == 143, first.stderr[-2000:]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert results(run_dir)["status"] == "interrupted"
+    assert checkpoint(run_dir)["epoch"] == 1
+    steps_per_epoch = checkpoint(run_dir)["global_step"] // 2
+
+    again = cli(*command, cwd=tmp_path, env=fake_slurm(tmp_path, restarts=1))
+    assert again.returncode == 0, again.stderr[-2000:]
+    output = again.stdout + again.stderr
+    assert "requeued SLURM job (restart 1): resume=auto" in output
+    assert "resuming from" in output and "last.ckpt" in output
+    assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
+    assert checkpoint(run_dir)["global_step"] == 3 * steps_per_epoch
+    assert len(scalars(run_dir)["val/acc"]) == 3  # epochs 0 and 1 were not trained again
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
