@@ -148,6 +148,97 @@ def check_node(node: DictConfig, key_path: str) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: [low, high], either end open or absent."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.integer and not float(value).is_integer():
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.high is None:
+            return f"{kind} {'>' if self.low_open else '≥'} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+
+
+AT_LEAST_1 = Range(1, integer=True)
+COUNT = Range(0, integer=True)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, high_open=True)
+PROBABILITY = Range(0, 1)
+
+# The numbers a user can mistype, by group: a key anywhere in that group's nodes.
+RANGES: dict[str, dict[str, Range]] = {
+    "data": {"batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "num_workers": COUNT,
+             "val_size": AT_LEAST_1, "train_size": AT_LEAST_1, "test_size": AT_LEAST_1,
+             "image_size": AT_LEAST_1, "num_classes": Range(2, integer=True),
+             "val_fraction": Range(0, 1, True, True), "test_fraction": Range(0, 1, True, True)},
+    "arch": {"input_size": AT_LEAST_1, "fc_hidden": AT_LEAST_1},
+    "regularization": {"dropout": FRACTION, "weight_decay": NON_NEGATIVE},
+    "optimizer": {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": FRACTION},
+    "scheduler": {"step_size": AT_LEAST_1, "gamma": POSITIVE, "T_max": AT_LEAST_1},
+    "augmentation": {"p": PROBABILITY, "padding": COUNT, "brightness": NON_NEGATIVE,
+                     "contrast": NON_NEGATIVE, "saturation": NON_NEGATIVE,
+                     "degrees": NON_NEGATIVE},
+    "finetune": {"frozen_stages": COUNT},
+    "module": {"backbone_lr_scale": NON_NEGATIVE},
+    "trainer": {"max_epochs": AT_LEAST_1},
+    "callbacks": {"num_images": AT_LEAST_1, "grid_size": AT_LEAST_1},
+}  # fmt: skip
+
+
+def _numbers(node: Any, path: str) -> list[tuple[str, str, Any]]:
+    """(key path, key, value) of every number below `node`."""
+    found = []
+    items = node.items() if isinstance(node, DictConfig) else []
+    for key, value in items:
+        key_path = f"{path}.{key}"
+        if isinstance(value, DictConfig):
+            found += _numbers(value, key_path)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((key_path, str(key), value))
+    return found
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every number a user can mistype is in range, before any data is read."""
+    for group, ranges in RANGES.items():
+        for key_path, key, value in _numbers(cfg.get(group), group):
+            allowed = ranges.get(key)
+            if allowed is not None and not allowed.allows(value):
+                raise CnnStudyError(f"{key_path}={value!r}: must be {allowed.describe()}")
+    data = cfg.get("data") or {}
+    held_out = (data.get("val_fraction") or 0) + (data.get("test_fraction") or 0)
+    if held_out >= 1:
+        raise CnnStudyError(
+            f"data.val_fraction + data.test_fraction = {held_out:g}: must be below 1 "
+            "(the rest trains)"
+        )
+    arch = cfg.get("arch") or {}
+    if str(arch.get("_target_", "")).endswith("build_cnn") and arch.get("input_size"):
+        from cnn_study.models.cnn import smallest_input_size
+
+        smallest = smallest_input_size(len(arch.channels), arch.get("padding", 1))
+        if arch.input_size < smallest:
+            raise CnnStudyError(
+                f"arch.input_size={arch.input_size}: {len(arch.channels)} conv blocks with "
+                f"padding {arch.get('padding', 1)} need at least {smallest} px"
+            )
+
+
 def check_targets(cfg: DictConfig) -> None:
     """Check every group node that `train.build` instantiates, and its nested targets."""
     for group in ("data", "arch", "finetune", "optimizer", "scheduler", "augmentation",

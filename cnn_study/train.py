@@ -31,7 +31,7 @@ from cnn_study.errors import CnnStudyError, DivergedError, interruption, user_er
 from cnn_study.module import ImageClassifier
 from cnn_study.numerics import flush_denormals
 from cnn_study.provenance import environment
-from cnn_study.schema import check_targets
+from cnn_study.schema import check_ranges, check_targets
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"missing values: {', '.join(missing)}; set them on the command line (key=value)"
         )
     check_targets(cfg)
+    check_ranges(cfg)
     if not (isinstance(cfg.resume, bool) or cfg.resume == "auto"):
         raise CnnStudyError(f"resume={cfg.resume!r}; choose one of true, false, auto")
     if cfg.eval_weights not in EVAL_WEIGHTS:

@@ -11,6 +11,7 @@ from PIL import Image
 from cnn_study.errors import CnnStudyError, user_error
 from cnn_study.finetune import Finetune, train_all
 from cnn_study.models.cnn import build_cnn
+from cnn_study.train import run
 from tests.conftest import write_class_tree
 from tests.test_image_folder import module
 from tests.test_train import cli
@@ -102,3 +103,49 @@ def test_nondeterministic_cuda_operation_becomes_a_clear_message() -> None:
     assert "adaptive_avg_pool2d_backward_cuda has no deterministic CUDA" in str(problem)
     assert "trainer.deterministic=warn" in str(problem)
     assert user_error(RuntimeError("CUDA out of memory")) is None
+
+
+class NoData:
+    """A DataModule that must never be built: range checks come before any data is read."""
+
+    def __init__(self, **_: object) -> None:
+        raise AssertionError("data was read before the numbers were checked")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size=0: must be an integer ≥ 1"),
+        ("data.batch_size=-1", "data.batch_size=-1: must be an integer ≥ 1"),
+        ("data.eval_batch_size=0", "data.eval_batch_size=0: must be an integer ≥ 1"),
+        ("optimizer.lr=-1", "optimizer.lr=-1: must be a number > 0"),
+        ("optimizer.lr=0", "optimizer.lr=0: must be a number > 0"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs=-1: must be an integer ≥ 1"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: must be an integer ≥ 1"),
+        ("regularization.dropout=1.5", "regularization.dropout=1.5: must be a number in [0, 1)"),
+        ("regularization.weight_decay=-0.1",
+         "regularization.weight_decay=-0.1: must be a number ≥ 0"),
+        ("scheduler=step scheduler.step_size=0", "scheduler.step_size=0: must be an integer ≥ 1"),
+        ("augmentation=crop_flip_jitter augmentation.flip.p=2",
+         "augmentation.flip.p=2: must be a number in [0, 1]"),
+        ("arch=gap4 arch.input_size=32",
+         "arch.input_size=32: 4 conv blocks with padding 0 need at least 46 px"),
+        ("data=image_folder data.root=x data.val_fraction=0.5 data.test_fraction=0.5",
+         "data.val_fraction + data.test_fraction = 1: must be below 1 (the rest trains)"),
+        ("data=image_folder data.root=x data.val_fraction=0",
+         "data.val_fraction=0: must be a number in (0, 1)"),
+    ],
+)  # fmt: skip
+def test_numbers_out_of_range_stop_the_run_before_any_data(compose_cfg, override, message) -> None:
+    cfg = compose_cfg("data=fake", *override.split(), "data._target_=tests.test_bad_input.NoData")
+    with pytest.raises(CnnStudyError) as raised:
+        run(cfg)
+    assert str(raised.value) == message
+
+
+def test_a_number_out_of_range_exits_with_code_2(tmp_path: Path) -> None:
+    result = cli(
+        "data=fake", "data.batch_size=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    failed_clearly(result, "data.batch_size=0: must be an integer ≥ 1")

@@ -77,6 +77,11 @@ def _feature_map_size(input_size: int, depth: int, padding: int) -> int:
     return size
 
 
+def smallest_input_size(depth: int, padding: int) -> int:
+    """The smallest square input (pixels) that `depth` conv blocks leave at least 1×1."""
+    return next(s for s in range(1, 4097) if _feature_map_size(s, depth, padding))
+
+
 def build_cnn(
     num_classes: int,
     channels: Sequence[int],
@@ -101,7 +106,7 @@ def build_cnn(
         raise CnnStudyError(f"dropout={dropout} must be in [0, 1)")
     final_size = _feature_map_size(input_size, len(channels), padding)
     if final_size < 1:
-        smallest = next(s for s in range(1, 4097) if _feature_map_size(s, len(channels), padding))
+        smallest = smallest_input_size(len(channels), padding)
         raise CnnStudyError(
             f"input_size={input_size} px is too small for {len(channels)} conv blocks with "
             f"padding={padding}; use arch.input_size >= {smallest}"
