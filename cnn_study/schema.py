@@ -21,6 +21,7 @@ from typing import Any, Literal
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig
+from torch import nn
 
 from cnn_study.errors import CnnStudyError
 
@@ -114,24 +115,59 @@ def _hints(target: Any) -> dict[str, Any]:
         return {}
 
 
+# Targets whose **kwargs are passed on to another callable: keys are checked against both.
+KWARGS_PASSED_TO = {
+    "lightning.pytorch.loggers.TensorBoardLogger": "torch.utils.tensorboard.SummaryWriter",
+}
+
+
+def _signature(target_name: str) -> tuple[dict[str, inspect.Parameter], dict[str, Any]] | None:
+    """Parameters and type hints of a target, and of where its **kwargs go."""
+    try:
+        target = get_object(target_name)
+        parameters = dict(inspect.signature(target).parameters)
+    except Exception:
+        return None  # an unknown target is reported by instantiate, with Hydra's own message
+    hints = _hints(target)
+    passed_to = KWARGS_PASSED_TO.get(target_name)
+    if passed_to is not None:
+        inner = _signature(passed_to)
+        if inner is not None:
+            parameters = {n: p for n, p in parameters.items() if p.kind is not p.VAR_KEYWORD}
+            parameters |= {n: p for n, p in inner[0].items() if n not in ("self", "log_dir")}
+            hints = inner[1] | hints
+    return parameters, hints
+
+
 def check_node(node: DictConfig, key_path: str) -> None:
     """One `_target_` node: unknown keys and ill-typed primitive values are errors."""
     target_name = node.get("_target_")
-    try:
-        target = get_object(target_name)
-        parameters = inspect.signature(target).parameters
-    except Exception:
-        return  # an unknown target is reported by instantiate, with Hydra's own message
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    hints = _hints(target)
+    signature = _signature(target_name)
+    if signature is None:
+        return
+    parameters, hints = signature
+    var_keyword = next((p for p in parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    # **steps: nn.Module (augmentation.Pipeline): every extra key must be a node to build.
+    wants_modules = var_keyword is not None and hints.get(var_keyword.name) is nn.Module
     for key in node:
         if str(key).startswith("_"):
             continue
         value = node[key]
         if isinstance(value, DictConfig) and "_target_" in value:
             check_node(value, f"{key_path}.{key}")
+            continue
+        if key not in parameters and wants_modules:
+            steps = [
+                str(k) for k in node if isinstance(node[k], DictConfig) and "_target_" in node[k]
+            ]
+            close = difflib.get_close_matches(str(key), steps, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CnnStudyError(
+                f"{key_path}.{key}: not a step of {target_name} (a step needs a _target_); "
+                f"{hint}steps: {', '.join(steps) or 'none'}"
+            )
         if key not in parameters:
-            if takes_any:
+            if var_keyword is not None:
                 continue
             valid = [name for name in parameters if name not in ("self", "args", "kwargs")]
             close = difflib.get_close_matches(str(key), valid, n=1)

@@ -149,3 +149,24 @@ def test_a_number_out_of_range_exits_with_code_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     failed_clearly(result, "data.batch_size=0: must be an integer ≥ 1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("+logger.tensorboard.flush_sec=5",),
+         "logger.tensorboard.flush_sec: lightning.pytorch.loggers.TensorBoardLogger has no such "
+         "parameter; did you mean 'flush_secs'?"),
+        (("augmentation=crop_flip_jitter", "+augmentation.jiter.brightness=0.2"),
+         "augmentation.jiter: not a step of cnn_study.augmentation.Pipeline (a step needs a "
+         "_target_); did you mean 'jitter'? steps: crop, flip, jitter"),
+        (("augmentation=crop_flip_jitter", "+augmentation.flip.pp=0.2"),
+         "augmentation.flip.pp: cnn_study.augmentation.RandomHorizontalFlip has no such "
+         "parameter; did you mean 'p'?"),
+    ],
+)  # fmt: skip
+def test_logger_and_augmentation_typos_name_the_key(compose_cfg, overrides, message) -> None:
+    cfg = compose_cfg("data=fake", *overrides, "data._target_=tests.test_bad_input.NoData")
+    with pytest.raises(CnnStudyError) as raised:
+        run(cfg)
+    assert str(raised.value).startswith(message)
