@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,7 +14,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnn_study.config import CONFIG_NAME, CONFIG_PATH
-from cnn_study.errors import interruption, user_error
+from cnn_study.errors import CnnStudyError, interruption, user_error
+from cnn_study.paths import output_root
 from cnn_study.train import run
 
 log = logging.getLogger("cnn_study")
@@ -52,5 +54,41 @@ def main(cfg: DictConfig) -> float | None:
     return None if best is None else float(best)
 
 
-if __name__ == "__main__":
+def writable_problem(path: Path) -> str | None:
+    """Why runs cannot be written under `path`, or None when they can."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def check_outputs(arguments: list[str]) -> None:
+    """The output root and any run/sweep dir given on the command line must be writable:
+    say so in one line before Hydra creates folders or log files there."""
+    candidates = [("the output root ($CNN_STUDY_OUTPUT)", output_root())]
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            candidates.append((key, Path(value.strip("'\"")).expanduser()))
+    for what, path in candidates:
+        problem = writable_problem(path)
+        if problem:
+            raise CnnStudyError(f"{what} {path}: cannot write there, {problem}")
+
+
+def cli() -> None:
+    """`cnn-study` / `python -m cnn_study`: outputs checked, then the Hydra app."""
+    try:
+        check_outputs(sys.argv[1:])
+    except CnnStudyError as problem:
+        print(f"cnn_study: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from cnn_study.data.image_folder import ImageFolderDataModule
 from cnn_study.errors import CnnStudyError, user_error
 from cnn_study.finetune import Finetune, train_all
 from cnn_study.models.cnn import build_cnn
@@ -170,3 +172,27 @@ def test_logger_and_augmentation_typos_name_the_key(compose_cfg, overrides, mess
     with pytest.raises(CnnStudyError) as raised:
         run(cfg)
     assert str(raised.value).startswith(message)
+
+
+def test_an_unwritable_cache_only_warns_and_the_run_goes_on(image_folder, tmp_path, caplog) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING):
+        dm = ImageFolderDataModule(image_folder, cache_dir=blocker / "cache", image_size=16)
+        dm.setup("fit")
+    assert "could not cache the decoded images" in caplog.text
+    assert len(dm.splits.train_labels) > 0 and not (tmp_path / "a-file.cache").exists()
+
+
+@pytest.mark.parametrize("where", ["CNN_STUDY_OUTPUT", "hydra.run.dir", "hydra.sweep.dir"])
+def test_an_unwritable_output_is_named_before_any_work(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = blocker / "runs"
+    if where == "CNN_STUDY_OUTPUT":
+        result = cli("data=fake", cwd=tmp_path, env={where: str(target)})
+    else:
+        result = cli(*(["-m"] if "sweep" in where else []), "data=fake", f"{where}={target}",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    failed_clearly(result, f"{target}: cannot write there, {blocker} is not a folder")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -31,7 +32,8 @@ def load_or_build(cache_file: Path, build: Callable[[], dict[str, Any]]) -> dict
     """Return the tensors stored in `cache_file`, building and saving them on a miss.
 
     The file is written to a temporary name and renamed, so an interrupted run never
-    leaves a truncated cache behind; an unreadable cache is rebuilt, not trusted.
+    leaves a truncated cache behind; an unreadable cache is rebuilt, not trusted. The cache
+    is an optimisation: when it cannot be written the run goes on with the decoded data.
     """
     if cache_file.exists():
         try:
@@ -39,9 +41,20 @@ def load_or_build(cache_file: Path, build: Callable[[], dict[str, Any]]) -> dict
         except Exception as error:  # a corrupt or foreign file: rebuild it
             log.warning("ignoring unreadable cache %s (%s); rebuilding", cache_file, error)
     data = build()
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-    torch.save(data, partial)
-    os.replace(partial, cache_file)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, partial)
+        os.replace(partial, cache_file)
+    except (OSError, RuntimeError) as error:  # torch.save reports a bad path as RuntimeError
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        log.warning(
+            "could not cache the decoded images in %s (%s); going on without a cache, set "
+            "CNN_STUDY_CACHE to a writable folder to decode only once",
+            cache_file.parent,
+            error,
+        )
+        return data
     log.info("cached decoded images in %s", cache_file)
     return data
