@@ -9,6 +9,9 @@ Three ways to train the same network on the same CIFAR-10 training images, one p
                    ToTensor → Normalize per image, DataLoader workers, fp32, copy per batch.
 It prints train images/s and epoch time of each, the ratios a/b and a/c, and writes
 `bench.json` and the resolved config of (a) to the output folder.
+
+`--late-from <checkpoint>` instead times training steps from a late (regularized) training
+state against a fresh one, with and without subnormals flushed (`cnn_study.bench_late`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from cnn_study import paths
+from cnn_study.bench_late import late_training
 from cnn_study.config import CONFIG_NAME
 from cnn_study.provenance import environment
 from cnn_study.train import Components, build, resolved_config
@@ -299,9 +303,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: <output root>/bench/<time>)"
     )
+    parser.add_argument(
+        "--late-from",
+        type=Path,
+        default=None,
+        help="instead of (a)-(c): time training steps from this checkpoint's late training "
+        "state (weights, optimizer moments) against a fresh state, with and without subnormals "
+        "flushed (cnn_study.bench_late)",
+    )
+    parser.add_argument(
+        "--late-steps", type=int, default=20, help="timed steps per state of --late-from"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs={args.epochs}; give at least 1")
+    if args.late_from is not None and not args.late_from.is_file():
+        parser.error(f"--late-from={args.late_from}: no such checkpoint file")
+    if args.late_steps < 1:
+        parser.error(f"--late-steps={args.late_steps}; give at least 1")
     if args.batches is not None and args.batches < 1:
         parser.error(f"--batches={args.batches}; give at least 1, or leave it out for all")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -318,6 +337,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     OmegaConf.save(OmegaConf.create(resolved_config(cfg)), out / "config.yaml")
     if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+
+    if args.late_from is not None:
+        print(f"late training: step times from {args.late_from}")
+        late = late_training(cfg, build(cfg), args.late_from, args.late_steps)
+        report = {
+            "command": [sys.executable, "-m", "cnn_study.bench", *(argv or sys.argv[1:])],
+            "machine": environment(),
+            "batch_size": cfg.data.batch_size,
+            "late_training": late,
+        }
+        (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"bench.json: {out / 'bench.json'}")
+        return report
 
     timings: dict[str, Timing] = {}
     print("(a) lightning: cnn_study's training path")

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from cnn_study import bench
@@ -17,6 +18,7 @@ from cnn_study.data import in_memory
 from cnn_study.data.fake import FakeDataModule
 from cnn_study.data.loaders import DeviceBatches, EpochOrder
 from cnn_study.errors import CnnStudyError
+from cnn_study.numerics import subnormals
 from cnn_study.train import build
 from tests.conftest import NO_FIGURES, ComposeFn
 
@@ -155,3 +157,43 @@ def test_benchmark_can_skip_variants(cifar_folder: Path, tmp_path: Path) -> None
     )  # fmt: skip
     assert set(report["variants"]) == {"lightning", "plain"}
     assert set(report["ratios"]) == {"a/b"}
+
+
+def test_benchmark_times_a_late_training_state(cifar_folder: Path, tmp_path: Path, compose_cfg):
+    """A checkpoint whose weights and Adam moments are partly subnormal (what weight decay
+    leaves of dead units): IEEE arithmetic keeps them, flushing removes them."""
+    regularized = "regularization=a3/d04_wd1e-2"
+    cfg = compose_cfg(f"data.root={cifar_folder}", regularized)
+    net = instantiate(cfg.arch, num_classes=10)
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    for parameter in net.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    optimizer.step()
+    tiny = subnormals(1)[0]
+    with torch.no_grad():
+        for parameter in net.parameters():
+            dead = torch.arange(parameter.numel()).view_as(parameter) % 3 == 0
+            for tensor in (parameter, *optimizer.state[parameter].values()):
+                if tensor.dim():
+                    tensor[dead] = tiny
+    checkpoint = tmp_path / "late.ckpt"
+    torch.save(
+        {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+         "optimizer_states": [optimizer.state_dict()]},
+        checkpoint,
+    )  # fmt: skip
+    report = bench.main([
+        "--data-root", str(cifar_folder), "--device", "cpu", "--out", str(tmp_path / "out"),
+        "--late-from", str(checkpoint), "--late-steps", "2", "data.val_size=16",
+        "data.batch_size=8", regularized,
+    ])  # fmt: skip
+    cases = report["late_training"]["cases"]
+    assert set(cases) == {"fresh", "late, IEEE", "late, flushed"}
+    assert cases["fresh"]["subnormals_before"] == 0
+    assert cases["late, IEEE"]["subnormals_before"] > 0
+    assert cases["late, flushed"]["subnormals_after"] == 0
+    assert all(case["ms_per_step"] > 0 for case in cases.values())
+    assert set(report["late_training"]["ratios"]) == {"late/fresh, IEEE", "late/fresh, flushed"}
+    assert json.loads((tmp_path / "out" / "bench.json").read_text()) == json.loads(
+        json.dumps(report)
+    )
