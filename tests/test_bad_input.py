@@ -89,7 +89,10 @@ def test_decompression_bomb_is_refused_by_name(tmp_path: Path, monkeypatch, capl
     Image.new("RGB", (400, 400)).save(root / "a" / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # 160,000 px > 2 × the limit
     dm = module(root, tmp_path, val_fraction=0.2, test_fraction=0.2)
-    assert "huge.png" in caplog.text and "skipped 1 " in caplog.text
+    assert "skipped 1 " in caplog.text
+    assert (
+        "huge.png (decompression bomb, more pixels than twice PIL's limit of 40,000)" in caplog.text
+    )
     s = dm.splits
     assert len(s.train_labels) + len(s.val_labels) + len(s.test_labels) == 20
 

@@ -70,10 +70,35 @@ def test_bad_files_are_skipped_and_named_once(tmp_path: Path, caplog) -> None:
     assert len(warnings) == 1
     message = warnings[0].getMessage()
     assert "skipped 3 " in message
-    assert all(name in message for name in ("empty.jpg", "truncated.png", "notes.txt"))
+    assert all(name in message for name in ("empty.jpg (unreadable", "truncated.png (unreadable",
+                                            "notes.txt (not an image file)"))  # fmt: skip
     assert dm.class_names == ["a", "b"]
     s = dm.splits
     assert len(s.train_labels) + len(s.val_labels) + len(s.test_labels) == 20
+
+
+def test_every_format_pillow_reads_is_an_image(tmp_path: Path, caplog) -> None:
+    """GIF (its first frame), TIFF, WebP and BMP are images, not files to skip."""
+    root = tmp_path / "data"
+    colours = {"gif": (255, 0, 0), "tiff": (0, 255, 0), "webp": (0, 0, 255), "bmp": (9, 9, 9)}
+    for cls in ("a", "b"):
+        for suffix, colour in colours.items():
+            folder = root / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            first, second = Image.new("RGB", (20, 20), colour), Image.new("RGB", (20, 20))
+            if suffix == "gif":  # an animation: the first frame is the image
+                first.save(folder / "x.gif", save_all=True, append_images=[second])
+            else:
+                first.save(folder / f"x.{suffix}", lossless=True)
+    with caplog.at_level(logging.WARNING):
+        dm = module(root, tmp_path, val_fraction=0.25, test_fraction=0.25)
+    assert "skipped" not in caplog.text
+    s = dm.splits
+    images = torch.cat([s.train_images, s.val_images, s.test_images])
+    assert len(images) == 8
+    found = {tuple(int(v) for v in image[:, 8, 8]) for image in images}
+    assert all(any(max(abs(a - b) for a, b in zip(c, f)) <= 2 for f in found)
+               for c in colours.values())  # fmt: skip
 
 
 def test_stratified_seeded_split(tmp_path: Path) -> None:

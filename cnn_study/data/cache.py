@@ -14,7 +14,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: skipped files carry their reason
 
 
 def fingerprint(files: Iterable[Path], *extra: object) -> str:

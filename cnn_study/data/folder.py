@@ -16,7 +16,19 @@ from cnn_study.errors import CnnStudyError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+def pillow_suffixes() -> frozenset[str]:
+    """File suffixes of every format Pillow can open (GIF, TIFF, WebP, BMP, …), less its
+    stubs that need a handler registered by the user (BUFR, GRIB, HDF5, …)."""
+    Image.init()
+    return frozenset(
+        suffix
+        for suffix, name in Image.registered_extensions().items()
+        if name in Image.OPEN and "Stub" not in Image.OPEN[name][0].__module__
+    )
+
+
+IMAGE_SUFFIXES = pillow_suffixes()
 _HIGH_BIT_DEPTH = {"I;16": 257.0, "I;16B": 257.0, "I;16L": 257.0, "I": 257.0, "F": 1.0}
 
 
@@ -50,7 +62,8 @@ def scan_class_tree(root: Path) -> ClassTree:
         images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
             raise CnnStudyError(
-                f"class folder {folder} holds no images (suffixes {sorted(IMAGE_SUFFIXES)})"
+                f"class folder {folder} holds no images (any format Pillow reads: .jpg, .png, "
+                ".gif, .tiff, .webp, .bmp, …)"
             )
         tree.files.extend(images)
         tree.labels.extend([label] * len(images))
@@ -89,20 +102,31 @@ def decode_same_size(files: list[Path], description: str) -> Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def decode_resized(files: list[Path], size: int, description: str) -> tuple[Tensor, list[int]]:
+def why_unreadable(error: Exception) -> str:
+    """Why an image file was skipped, in a few words."""
+    if isinstance(error, Image.DecompressionBombError):
+        return (
+            f"decompression bomb, more pixels than twice PIL's limit of {Image.MAX_IMAGE_PIXELS:,}"
+        )
+    return f"unreadable: {error}"
+
+
+def decode_resized(
+    files: list[Path], size: int, description: str
+) -> tuple[Tensor, list[tuple[int, str]]]:
     """Decode images of any size and mode to N×3×size×size uint8, skipping unreadable ones.
 
-    Returns the tensor of the readable images and the indices (into `files`) of those
+    Returns the tensor of the readable images and (index into `files`, reason) of those
     that could not be read, so the caller can name them before training starts.
     """
     images: list[np.ndarray] = []
-    failed: list[int] = []
+    failed: list[tuple[int, str]] = []
     for index, path in enumerate(tqdm(files, desc=description, unit="img")):
         try:
             images.append(decode_square(path, size))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             log.debug("cannot read %s: %s", path, error)
-            failed.append(index)
+            failed.append((index, why_unreadable(error)))
     if not images:
         return torch.empty(0, 3, size, size, dtype=torch.uint8), failed
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), failed

@@ -104,11 +104,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             for split, tree in trees.items():
                 images, failed = decode_resized(tree.files, self.image_size, f"decode {split}")
                 keep = torch.ones(len(tree.files), dtype=torch.bool)
-                keep[failed] = False
+                keep[[index for index, _ in failed]] = False
                 decoded[split] = {
                     "images": images,
                     "labels": torch.tensor(tree.labels, dtype=torch.int64)[keep],
-                    "failed": [str(tree.files[i]) for i in failed],
+                    "failed": [f"{tree.files[i]} ({reason})" for i, reason in failed],
                 }
             return decoded
 
@@ -125,11 +125,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             )
         decoded = self._decode(trees)
         skipped = [p for d in decoded.values() for p in d["failed"]]
-        skipped += [str(p) for tree in trees.values() for p in tree.ignored]
+        skipped += [f"{p} (not an image file)" for tree in trees.values() for p in tree.ignored]
         if skipped:
             names = ", ".join(skipped[:20]) + (" …" if len(skipped) > 20 else "")
             log.warning(
-                "skipped %d unreadable or non-image files under %s: %s",
+                "skipped %d files under %s: %s",
                 len(skipped), self.root, names,
             )  # fmt: skip
         return self._split(decoded, classes)
