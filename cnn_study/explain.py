@@ -9,6 +9,7 @@ per image into `output_dir` (default: $CNN_STUDY_OUTPUT/explain/<time>).
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,13 +20,16 @@ import numpy as np
 import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
 
 from cnn_study import paths
 from cnn_study.attribution import grad_cam
-from cnn_study.data.folder import IMAGE_SUFFIXES, decode_square
+from cnn_study.data.folder import IMAGE_SUFFIXES, decode_square, why_unreadable
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import gradcam_figure
 from cnn_study.module import load_classifier
+
+log = logging.getLogger("cnn_study.explain")
 
 
 @dataclass
@@ -51,7 +55,7 @@ def image_files(images: Any) -> list[Path]:
         else:
             raise CnnStudyError(f"images: {entry} is neither a folder nor a file")
     if not files:
-        raise CnnStudyError(f"images: no image files ({sorted(IMAGE_SUFFIXES)}) in {images}")
+        raise CnnStudyError(f"images: no image files (.jpg, .png, .gif, .tiff, …) in {images}")
     return files
 
 
@@ -63,10 +67,18 @@ def explain(args: ExplainArgs) -> list[Path]:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.output_dir) if args.output_dir else paths.output_root() / "explain" / stamp
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, skipped = [], []
     for start in range(0, len(files), args.batch_size):
-        chunk = files[start : start + args.batch_size]
-        pixels = np.stack([decode_square(path, size) for path in chunk])
+        chunk, decoded = [], []
+        for path in files[start : start + args.batch_size]:
+            try:
+                decoded.append(decode_square(path, size))
+                chunk.append(path)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                skipped.append(f"{path} ({why_unreadable(error)})")
+        if not chunk:
+            continue
+        pixels = np.stack(decoded)
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         maps, predictions = grad_cam(model, images, layer=args.layer)
         for path, image, heat, label in zip(chunk, pixels, maps.numpy(), predictions.tolist()):
@@ -74,6 +86,10 @@ def explain(args: ExplainArgs) -> list[Path]:
             target = out / f"{path.stem}_gradcam.png"
             figure.savefig(target, dpi=110)
             written.append(target)
+    if skipped:
+        log.warning("skipped %d images: %s", len(skipped), ", ".join(skipped))
+    if not written:
+        raise CnnStudyError(f"images: none of the {len(files)} files could be read")
     return written
 
 

@@ -257,10 +257,21 @@ class ImageClassifier(L.LightningModule):
 
 def load_classifier(checkpoint_path: str | Path, map_location: str = "cpu") -> ImageClassifier:
     """Rebuild a trained classifier from a cnn_study checkpoint alone (for inference)."""
-    checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=False)
-    hparams = checkpoint["hyper_parameters"]
+    path = Path(checkpoint_path).expanduser()
+    if not path.is_file():
+        raise CnnStudyError(f"checkpoint {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # pickle, zip and torch errors alike
+        raise CnnStudyError(f"checkpoint {path}: not a readable checkpoint ({error})") from error
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    if "run_config" not in hparams or "class_names" not in hparams:
+        raise CnnStudyError(
+            f"checkpoint {path}: not a cnn_study checkpoint (no run config and class names; "
+            "use a run's checkpoints/best-*.ckpt or last.ckpt)"
+        )
     net = instantiate(hparams["run_config"]["arch"], num_classes=len(hparams["class_names"]))
     model = ImageClassifier.load_from_checkpoint(
-        checkpoint_path, map_location=map_location, net=net, optimizer=None
+        path, map_location=map_location, net=net, optimizer=None
     )
     return model.eval()

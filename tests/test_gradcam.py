@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cnn_study import explain
 from cnn_study.attribution import grad_cam, target_layer
 from cnn_study.errors import CnnStudyError
 from cnn_study.models.cnn import build_cnn
 from cnn_study.module import ImageClassifier
 from cnn_study.train import run
-from tests.conftest import ComposeFn
+from tests.conftest import NO_FIGURES, ComposeFn
 
 FIGURES = ("test_gradcam", "test_roc", "test_confusion", "test_predictions", "curves")
 
@@ -130,3 +131,36 @@ def test_explain_cli_writes_overlays(compose_cfg: ComposeFn, tmp_path: Path) -> 
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "layr" in bad.stderr
+
+
+def test_explain_skips_unreadable_images_and_explains_the_rest(
+    compose_cfg: ComposeFn, tmp_path: Path, capsys, caplog
+) -> None:
+    results = run(compose_cfg("data=fake", "trainer=debug", *NO_FIGURES, output_dir=tmp_path / "r"))
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (200, 90, 10)).save(folder / "good.jpg")
+    Image.new("RGB", (30, 30), (10, 90, 200)).save(folder / "also_good.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    code = explain.main([f"ckpt={results['checkpoint_best']}", f"images={folder}",
+                         f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["also_good_gradcam.png", "good_gradcam.png"]
+    assert "skipped 1 images" in caplog.text and "broken.jpg (unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("case", ["missing", "not a checkpoint", "foreign checkpoint"])
+def test_explain_names_a_bad_checkpoint_in_one_line(tmp_path: Path, capsys, case: str) -> None:
+    ckpt = tmp_path / "model.ckpt"
+    if case == "not a checkpoint":
+        ckpt.write_text("hello")
+    elif case == "foreign checkpoint":
+        torch.save({"state_dict": {}}, ckpt)
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    code = explain.main([f"ckpt={ckpt}", f"images={tmp_path / 'x.png'}"])
+    error = capsys.readouterr().err
+    assert code == 2 and len(error.strip().splitlines()) == 1
+    expected = {"missing": "no such file", "not a checkpoint": "not a readable checkpoint",
+                "foreign checkpoint": "not a cnn_study checkpoint"}[case]  # fmt: skip
+    assert f"checkpoint {ckpt}: {expected}" in error
