@@ -16,14 +16,14 @@ from omegaconf import DictConfig
 from cnn_study.config import CONFIG_NAME, CONFIG_PATH
 from cnn_study.errors import CnnStudyError, interruption, user_error
 from cnn_study.paths import output_root
-from cnn_study.train import run
+from cnn_study.train import objective_value, run
 
 log = logging.getLogger("cnn_study")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; return its best validation accuracy (the objective of sweepers)."""
+    """Run one job; return its objective (cfg.objective, what sweepers optimise)."""
     try:
         results = run(cfg)
     except BaseException as error:
@@ -50,8 +50,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.error("%s", problem)  # a user error: one clear message, exit code 2
         sys.exit(2)
-    best = results.get("best_val/acc")
-    return None if best is None else float(best)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    return objective_value(cfg, results) if multirun else None
 
 
 def writable_problem(path: Path) -> str | None:

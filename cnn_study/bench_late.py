@@ -21,14 +21,12 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cnn_study.numerics import flush_denormals
+from cnn_study.numerics import flush_denormals, is_subnormal
 from cnn_study.train import Components
-
-TINY = torch.finfo(torch.float32).tiny
 
 
 def subnormal_count(tensors: list[torch.Tensor]) -> int:
-    return sum(int(((t != 0) & (t.abs() < TINY)).sum()) for t in tensors if t.is_floating_point())
+    return sum(int(is_subnormal(t).sum()) for t in tensors if t.dtype == torch.float32)
 
 
 def _state(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -35,6 +35,13 @@ def subnormals(numel: int) -> torch.Tensor:
     return torch.full((numel,), SUBNORMAL_BITS, dtype=torch.int32).view(torch.float32)
 
 
+def is_subnormal(tensor: torch.Tensor) -> torch.Tensor:
+    """Mask of subnormal float32 values, read from the bits: a flushing thread (DAZ) would
+    compare them as equal to zero."""
+    bits = tensor.detach().float().contiguous().view(torch.int32)
+    return (bits & 0x7F80_0000 == 0) & (bits & 0x007F_FFFF != 0)
+
+
 def threads_flushing() -> list[bool]:
     """Per intra-op thread: True when it flushes subnormal results to zero."""
     threads = torch.get_num_threads()

@@ -22,50 +22,19 @@ import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnn_study import evidence
 from cnn_study.evidence import Estimate, PartRuns, estimate
 from cnn_study.figures import part_figure, val_curves_figure
 from cnn_study.provenance import describe, environment
 from cnn_study.reference import study_figures
+from cnn_study.rundir import RESULTS_FILE, Run, find_runs
 
 METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/auroc")
-RESULTS_FILE = "results.json"
-
-
-@dataclass
-class Run:
-    """One run directory: its results and the overrides that made it."""
-
-    path: Path
-    results: dict[str, Any]
-
-    @property
-    def overrides(self) -> list[str]:
-        return list(self.results.get("overrides", []))
-
-    @property
-    def configuration(self) -> tuple[str, ...]:
-        """The overrides without the seed: runs sharing it are repeats of one configuration."""
-        return tuple(sorted(o for o in self.overrides if not o.lstrip("+~").startswith("seed=")))
-
-    @cached_property
-    def _scalars(self) -> dict[str, list[float]]:
-        board = self.path / "tensorboard"
-        if not board.is_dir():
-            return {}
-        events = EventAccumulator(str(board))
-        events.Reload()
-        return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-    def val_curve(self, tag: str) -> list[float]:
-        return self._scalars.get(tag, [])
 
 
 @dataclass
@@ -94,17 +63,11 @@ class Row:
         return statistics.fmean(values) if values else None
 
 
-def find_runs(folders: list[Path]) -> list[Run]:
-    """Every run below `folders`, in path order."""
-    files = sorted({f for folder in folders for f in folder.rglob(RESULTS_FILE)})
-    return [Run(f.parent, json.loads(f.read_text())) for f in files]
-
-
 def group(runs: list[Run]) -> list[Row]:
     rows: dict[tuple[str, ...], Row] = {}
     for run in runs:
         row = rows.setdefault(run.configuration, Row(run.configuration))
-        (row.completed if run.results.get("status") == "completed" else row.unfinished).append(run)
+        (row.completed if run.completed else row.unfinished).append(run)
     return list(rows.values())
 
 
@@ -149,7 +112,10 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             ])  # fmt: skip
         for run in row.unfinished:
             error = str(run.results.get("error", "")).replace("|", "/")[:120]
-            lines.append([names[row.configuration], f"{unfinished_status(run)}: {error}", "1",
+            status = unfinished_status(run)
+            if error and not status.startswith("not run"):  # "not run" says why already
+                status += f": {error}"
+            lines.append([names[row.configuration], status, "1",
                           *(["—"] * (len(header) - 3))])  # fmt: skip
     return header, lines
 
@@ -165,7 +131,7 @@ def _interval(value: Estimate | None) -> str:
 def unfinished_status(run: Run) -> str:
     """The run's status; a study part that failed for want of what it needs (A5 offline:
     ImageNet weights) is "not run (needs …)", not a failure of the package."""
-    status = str(run.results.get("status", "unknown"))
+    status = run.status
     error = str(run.results.get("error", "")).lower()
     for part in evidence.PARTS:
         if part.needs and part.matches(run.overrides) and "weights" in error:
@@ -183,7 +149,7 @@ def val_curves(rows: list[Row]) -> Figure:
     names = varied(rows)
     curves = {
         names[row.configuration]: {
-            tag: [r.val_curve(tag) for r in row.completed] for tag in ("val/acc", "val/loss")
+            tag: [r.curve(tag) for r in row.completed] for tag in ("val/acc", "val/loss")
         }
         for row in rows
         if row.completed
@@ -258,9 +224,7 @@ def part_figures(parts: dict[str, PartRuns], runs: list[Run]) -> dict[str, Figur
                 study["test/acc"] * 100 if "test/acc" in study else None,
             ))  # fmt: skip
             curves[name] = [
-                r.val_curve("val/acc")
-                for r in runs
-                if r.results.get("status") == "completed" and part.matches(r.overrides)
+                r.curve("val/acc") for r in runs if r.completed and part.matches(r.overrides)
             ]
         figures[family] = part_figure(f"Study {family}", points, curves)
     return figures

@@ -37,10 +37,18 @@ class PathsSchema:
 
 
 @dataclass
+class ObjectiveSchema:
+    """What a sweep optimises: a key of results.json and whether higher is better."""
+
+    metric: str = "best_val/acc"
+    direction: str = "maximize"  # or "minimize" (Optuna's words)
+
+
+@dataclass
 class RegularizationSchema:
     """`dropout` feeds the network's head, `weight_decay` the optimizer."""
 
-    dropout: float = 0.0
+    dropout: float | None = None  # None: the architecture's own (none in cnn_study's CNNs)
     weight_decay: float = 0.0
 
 
@@ -53,6 +61,7 @@ class RunSchema:
     resume: Any = False  # true, false or "auto" (checked in train.run)
     flush_denormal: bool = True
     eval_weights: str = "best"
+    objective: ObjectiveSchema = field(default_factory=ObjectiveSchema)
     paths: PathsSchema = field(default_factory=PathsSchema)
     regularization: RegularizationSchema = field(default_factory=RegularizationSchema)
     data: Any = MISSING

@@ -15,8 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnn_study.report import find_runs
-from cnn_study.train import write_json_atomic
+from cnn_study.rundir import find_runs, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,13 @@
-"""Wiring: compose objects from the config, fit, test, write results.json.
+"""Wiring: compose objects from the config, fit, test, fill the run directory.
 
-`results.json` in the run directory is the contract later tools (report, sweeps) read.
-It is written atomically at start (status "running"), and again at the end with
-status "completed", or "diverged"/"failed"/"interrupted" and the error.
+What the run directory holds, and the statuses its `results.json` goes through, is
+`cnn_study.rundir`'s contract; this module only writes it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +17,32 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnn_study.data.in_memory import InMemoryImageDataModule
-from cnn_study.errors import CnnStudyError, DivergedError, interruption, user_error
+from cnn_study.errors import CnnStudyError, interruption, user_error
 from cnn_study.module import ImageClassifier
 from cnn_study.numerics import flush_denormals
 from cnn_study.provenance import environment
+from cnn_study.rundir import (
+    COMPLETED,
+    CONFIG_FILE,
+    RESULTS_FILE,
+    RUNNING,
+    ended_status,
+    read_results,
+    write_results,
+)
 from cnn_study.schema import check_ranges, check_targets
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.yaml"
 EVAL_WEIGHTS = ("best", "last")
+OBJECTIVE_DIRECTIONS = ("maximize", "minimize")
 
 # Batches are slices of in-memory tensors: DataLoader workers would only add overhead.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -45,23 +50,6 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 # Lightning's own use of a torch API deprecated in torch 2.14; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file.
-
-    Under DDP only global rank 0 writes (every rank runs `run`, with the same results)."""
-    if rank_zero_only.rank != 0:
-        return
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
-
-
-def read_results(output_dir: Path) -> dict[str, Any]:
-    """A run directory's results.json, or {} when there is none yet."""
-    path = output_dir / RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def checkpoint_callbacks(
@@ -109,13 +97,6 @@ def effective_resume(cfg: DictConfig) -> bool | str:
     return cfg.resume
 
 
-def run_status(error: BaseException) -> str:
-    """The results.json status of a run that ended with `error`."""
-    if interruption(error):
-        return "interrupted"
-    return "diverged" if isinstance(error, DivergedError) else "failed"
-
-
 def job_config(cfg: DictConfig) -> DictConfig:
     """The run's config without Hydra's own node (present when composed in tests)."""
     without_hydra = cfg.copy()
@@ -152,19 +133,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise CnnStudyError(
             f"missing values: {', '.join(missing)}; set them on the command line (key=value)"
         )
-    check_targets(cfg)
-    check_ranges(cfg)
     if not (isinstance(cfg.resume, bool) or cfg.resume == "auto"):
         raise CnnStudyError(f"resume={cfg.resume!r}; choose one of true, false, auto")
-    if cfg.eval_weights not in EVAL_WEIGHTS:
-        raise CnnStudyError(
-            f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
-        )
     output_dir = Path(cfg.paths.output_dir)
     resume = effective_resume(cfg)
     if resume:
         previous = read_results(output_dir)
-        if previous.get("status") == "completed":
+        if previous.get("status") == COMPLETED:
             log.info("resume=true: %s already completed; not run again", output_dir)
             return previous
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -172,28 +147,58 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero_only.rank == 0:  # under DDP every rank runs this
         OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
     results: dict[str, Any] = {
-        "status": "running",
+        "status": RUNNING,
         "overrides": task_overrides(),
         "seed": cfg.seed,
         "output_dir": str(output_dir),
         "environment": environment(),
     }
-    write_json_atomic(output_dir / RESULTS_FILE, results)
-    try:
+    write_results(output_dir, results)
+    try:  # a rejected value is recorded too: a sweep's report lists it as failed
+        check_config(cfg)
         results.update(_fit_and_test(cfg, config, resume))
-        results["status"] = "completed"
+        results["status"] = COMPLETED
     except BaseException as error:  # the file must say that this run did not finish
         cause = user_error(error) or error
-        results["status"] = run_status(error)
+        results["status"] = ended_status(error)
         stopped = interruption(error)
         results["error"] = (
             f"stopped by {stopped}" if stopped else f"{type(cause).__name__}: {cause}"
         )
         raise
     finally:
-        write_json_atomic(output_dir / RESULTS_FILE, results)
+        write_results(output_dir, results)
     log.info("results: %s", output_dir / RESULTS_FILE)
     return results
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject mistyped targets and out-of-range values before any data is read."""
+    check_targets(cfg)
+    check_ranges(cfg)
+    if cfg.objective.direction not in OBJECTIVE_DIRECTIONS:
+        raise CnnStudyError(
+            f"objective.direction={cfg.objective.direction!r}; "
+            f"choose one of {list(OBJECTIVE_DIRECTIONS)}"
+        )
+    if cfg.eval_weights not in EVAL_WEIGHTS:
+        raise CnnStudyError(
+            f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
+        )
+
+
+def objective_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
+    """The run's objective (cfg.objective.metric) from its results, for sweepers; None, with
+    a warning naming what there is, when the run did not produce it."""
+    value = results.get(cfg.objective.metric)
+    if isinstance(value, (int, float)):
+        return float(value)
+    numeric = sorted(k for k, v in results.items() if isinstance(v, float))
+    log.warning(
+        "objective.metric=%s is not in results.json; numeric keys: %s",
+        cfg.objective.metric, ", ".join(numeric),
+    )  # fmt: skip
+    return None
 
 
 @dataclass
@@ -231,7 +236,9 @@ def build(
         class_names=datamodule.class_names,
         run_config=config if config is not None else resolved_config(cfg),
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    # Timer keeps its elapsed time in the checkpoint: a resumed run's training time counts
+    # every process that trained it, not only the last.
+    callbacks = [*(instantiate(c) for c in cfg.callbacks.values()), Timer(verbose=False)]
     loggers = [
         instantiate(c, purge_step=resumed_step)
         if resumed_step is not None and str(c.get("_target_", "")).endswith("TensorBoardLogger")
@@ -265,9 +272,9 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
     parts = build(cfg, config, resumed_step)
     datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
 
-    start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    train_time = time.perf_counter() - start
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    train_time = timer.time_elapsed("train")
     last_val_acc = trainer.callback_metrics.get("val/acc")
     best, last = checkpoint_callbacks(trainer)
     best_path = best.best_model_path if best else ""

@@ -10,9 +10,12 @@ import pytest
 import timm
 import torch
 import torchvision
+from hydra.utils import instantiate
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.models.backbones import timm_backbone, torchvision_backbone
+from cnn_study.train import run
+from tests.conftest import NO_FIGURES
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 
@@ -22,6 +25,41 @@ def test_torchvision_head_matches_class_count(name: str) -> None:
     network = torchvision_backbone(name, num_classes=4, weights="none").eval()
     assert network(torch.rand(2, 3, 32, 32)).shape == (2, 4)
     assert not hasattr(network, "input_normalization")  # random init: the data's statistics
+
+
+def dropout_rates(network: torch.nn.Module) -> list[float]:
+    return [m.p for m in network.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+@pytest.mark.parametrize(
+    ("arch", "dropout", "rates"),
+    [("resnet18", "0.5", [0.5]), ("resnet18", "null", []),  # ResNet has none of its own
+     ("mobilenet_v2", "0.1", [0.1]), ("mobilenet_v2", "null", [0.2])],  # its own 0.2
+)  # fmt: skip
+def test_dropout_reaches_torchvision_networks(compose_cfg, arch, dropout, rates) -> None:
+    cfg = compose_cfg(f"arch={arch}", "arch.weights=none", f"regularization.dropout={dropout}")
+    network = instantiate(cfg.arch, num_classes=4)
+    assert dropout_rates(network) == rates
+    images = torch.rand(2, 3, 32, 32)
+    if rates:  # the dropout sits before the classifier: training-mode outputs vary
+        torch.manual_seed(0)
+        assert not torch.equal(network.train()(images), network(images))
+    network.eval()
+    assert torch.equal(network(images), network(images))
+
+
+def test_dropout_reaches_timm_networks_and_trains(compose_cfg) -> None:
+    overrides = ("arch=timm", "arch.name=resnet10t", "arch.weights=none")
+    assert instantiate(compose_cfg(*overrides).arch, num_classes=3).drop_rate == 0.0
+    cfg = compose_cfg(*overrides, "regularization.dropout=0.3", "data=fake",
+                      "arch.input_size=32", "trainer=debug",
+                      *NO_FIGURES)  # fmt: skip
+    network = instantiate(cfg.arch, num_classes=3)
+    assert network.drop_rate == 0.3
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32)
+    assert not torch.equal(network.train()(images), network(images))
+    assert run(cfg)["status"] == "completed"
 
 
 def test_timm_model_by_name() -> None:

@@ -18,7 +18,7 @@ from cnn_study.data import in_memory
 from cnn_study.data.fake import FakeDataModule
 from cnn_study.data.loaders import DeviceBatches, EpochOrder
 from cnn_study.errors import CnnStudyError
-from cnn_study.numerics import subnormals
+from cnn_study.numerics import SUBNORMAL_BITS, flush_denormals, is_subnormal
 from cnn_study.train import build
 from tests.conftest import NO_FIGURES, ComposeFn
 
@@ -162,6 +162,7 @@ def test_benchmark_can_skip_variants(cifar_folder: Path, tmp_path: Path) -> None
 def test_benchmark_times_a_late_training_state(cifar_folder: Path, tmp_path: Path, compose_cfg):
     """A checkpoint whose weights and Adam moments are partly subnormal (what weight decay
     leaves of dead units): IEEE arithmetic keeps them, flushing removes them."""
+    flush_denormals(True)  # what any earlier run in this process leaves behind (the default)
     regularized = "regularization=a3/d04_wd1e-2"
     cfg = compose_cfg(f"data.root={cifar_folder}", regularized)
     net = instantiate(cfg.arch, num_classes=10)
@@ -169,13 +170,13 @@ def test_benchmark_times_a_late_training_state(cifar_folder: Path, tmp_path: Pat
     for parameter in net.parameters():
         parameter.grad = torch.randn_like(parameter)
     optimizer.step()
-    tiny = subnormals(1)[0]
-    with torch.no_grad():
+    with torch.no_grad():  # written as bits: a flushing thread turns a stored 2**-127 into 0
         for parameter in net.parameters():
             dead = torch.arange(parameter.numel()).view_as(parameter) % 3 == 0
             for tensor in (parameter, *optimizer.state[parameter].values()):
                 if tensor.dim():
-                    tensor[dead] = tiny
+                    tensor.view(torch.int32)[dead] = SUBNORMAL_BITS
+            assert is_subnormal(parameter).any()
     checkpoint = tmp_path / "late.ckpt"
     torch.save(
         {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},

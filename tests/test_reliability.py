@@ -12,7 +12,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnn_study.errors import CnnStudyError
-from cnn_study.train import RESULTS_FILE, run
+from cnn_study.rundir import RESULTS_FILE
+from cnn_study.train import run
 from tests.conftest import NO_FIGURES
 from tests.test_train import REPO, cli, scalars
 
@@ -53,6 +54,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     assert results(killed)["status"] == "running"  # the file shows it never finished
     assert checkpoint(killed)["epoch"] == 2
     assert checkpoint(killed)["global_step"] == 3 * steps_per_epoch
+    timers = [v for k, v in checkpoint(killed)["callbacks"].items() if k.startswith("Timer")]
+    trained_before_kill = timers[0]["time_elapsed"]["train"]
 
     resumed = cli(*four, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path, env=HELPERS)
     assert resumed.returncode == 0, resumed.stderr
@@ -65,6 +68,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
             assert torch.equal(value, got["optimizer_states"][0]["state"][index][key]), key
     a, b = results(whole), results(killed)
     assert b["status"] == "completed" and b["epochs"] == a["epochs"] == 4
+    assert b["train_time_s"] > trained_before_kill > 0  # both processes' training counted
     for key in ("test/acc", "test/loss", "test/f1", "best_val/acc", "val/acc"):
         assert a[key] == b[key], key
     logged, relogged = scalars(whole), scalars(killed)  # one point per epoch, same values

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
+from cnn_study.errors import CnnStudyError
+from cnn_study.train import objective_value, run
 from tests.conftest import NO_FIGURES, ComposeFn
 from tests.test_train import cli
 
@@ -56,6 +59,7 @@ def test_optuna_search_marks_a_diverged_trial_failed_and_goes_on(tmp_path: Path)
     sweep_dir = tmp_path / "sweep"
     done = cli(
         "-m", *QUICK, "experiment=optuna_probe", "data=fake",
+        "objective.metric=test/loss", "objective.direction=minimize",
         f"hydra.searchpath=[file://{tmp_path / 'configs'}]", f"hydra.sweep.dir={sweep_dir}",
         cwd=tmp_path,
     )  # fmt: skip
@@ -67,4 +71,25 @@ def test_optuna_search_marks_a_diverged_trial_failed_and_goes_on(tmp_path: Path)
     assert "optimizer.lr=1e+30" in by_lr["diverged"]["overrides"]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_params"]["optimizer.lr"] == 1.0e-3
-    assert 0.0 <= best["best_value"] <= 1.0
+    losses = [
+        json.loads((sweep_dir / job["job"] / "results.json").read_text())["test/loss"]
+        for job in jobs
+        if job["status"] == "completed"
+    ]
+    assert best["best_value"] == min(losses)  # the configured objective, minimised
+
+
+def test_objective_is_read_from_the_results_the_config_names(compose_cfg: ComposeFn) -> None:
+    results = {"best_val/acc": 0.5, "test/loss": 1.25, "status": "completed"}
+    assert objective_value(compose_cfg(), results) == 0.5
+    chosen = compose_cfg("objective.metric=test/loss", "objective.direction=minimize")
+    assert objective_value(chosen, results) == 1.25
+    assert objective_value(compose_cfg("objective.metric=val/f1"), results) is None
+    search = compose_cfg("experiment=a3_optuna", "objective.direction=minimize")
+    assert search.hydra.sweeper.direction == "minimize"
+
+
+def test_objective_direction_is_checked(compose_cfg: ComposeFn) -> None:
+    cfg = compose_cfg("data=fake", "trainer=debug", "objective.direction=up")
+    with pytest.raises(CnnStudyError, match=r"objective\.direction='up'; choose one of"):
+        run(cfg)

@@ -51,8 +51,14 @@ def _fetch_imagenet(name: str, weights: str, fetch: Callable[[], T]) -> T | None
         return None
 
 
-def replace_last_linear(network: nn.Module, num_classes: int) -> nn.Linear:
-    """Swap the network's last `nn.Linear` (its classifier) for one with `num_classes` outputs."""
+def replace_last_linear(
+    network: nn.Module, num_classes: int, dropout: float | None = None
+) -> nn.Linear:
+    """Swap the network's last `nn.Linear` (its classifier) for one with `num_classes` outputs.
+
+    `dropout` (regularization.dropout), when given, is the dropout before that classifier:
+    the network's own (MobileNetV2, EfficientNet) takes it as its rate, a network without
+    one (ResNet) gets one; None keeps what the architecture has."""
     name, last = next(
         ((n, m) for n, m in reversed(list(network.named_modules())) if isinstance(m, nn.Linear)),
         (None, None),
@@ -61,7 +67,15 @@ def replace_last_linear(network: nn.Module, num_classes: int) -> nn.Linear:
         raise CnnStudyError(f"{type(network).__name__} has no nn.Linear classifier to replace")
     head = nn.Linear(last.in_features, num_classes, bias=last.bias is not None)
     parent_name, _, attribute = name.rpartition(".")
-    setattr(network.get_submodule(parent_name), attribute, head)
+    parent = network.get_submodule(parent_name)
+    own = [m for m in parent.children() if isinstance(m, nn.Dropout)]
+    replacement: nn.Module = head
+    if dropout is not None:
+        for module in own:
+            module.p = dropout
+        if not own and dropout > 0:
+            replacement = nn.Sequential(nn.Dropout(dropout), head)
+    setattr(parent, attribute, replacement)
     return head
 
 
@@ -71,9 +85,14 @@ def _mark_pretrained(network: nn.Module, mean: tuple, std: tuple) -> nn.Module:
 
 
 def torchvision_backbone(
-    name: str, num_classes: int, weights: str = "none", input_size: int = 224
+    name: str,
+    num_classes: int,
+    weights: str = "none",
+    input_size: int = 224,
+    dropout: float | None = None,
 ) -> nn.Module:
-    """A torchvision classification model (`resnet18`, `mobilenet_v2`, …) with a new head."""
+    """A torchvision classification model (`resnet18`, `mobilenet_v2`, …) with a new head;
+    `dropout` before it as `replace_last_linear` says."""
     del input_size  # the module resizes inputs; kept so every arch takes the same keys
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise CnnStudyError(f"unknown torchvision model {name!r}")
@@ -87,25 +106,33 @@ def torchvision_backbone(
         if state is not None:
             network.load_state_dict(state)
             pretrained = True
-    replace_last_linear(network, num_classes)
+    replace_last_linear(network, num_classes, dropout)
     if pretrained:
         _mark_pretrained(network, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     return network
 
 
 def timm_backbone(
-    name: str, num_classes: int, weights: str = "none", input_size: int = 224
+    name: str,
+    num_classes: int,
+    weights: str = "none",
+    input_size: int = 224,
+    dropout: float | None = None,
 ) -> nn.Module:
-    """Any timm model by name (`efficientnet_b0`, `convnext_tiny`, …) with a new head."""
+    """Any timm model by name (`efficientnet_b0`, `convnext_tiny`, …) with a new head;
+    `dropout` is timm's `drop_rate` before it (None: the model's default)."""
     del input_size
     if not timm.is_model(name):
         raise CnnStudyError(f"unknown timm model {name!r}; timm.list_models('*{name[:6]}*') helps")
+    options = {} if dropout is None else {"drop_rate": dropout}
     network = None
     if weights in ("imagenet", "auto"):
-        network = _fetch_imagenet(name, weights, lambda: timm.create_model(name, pretrained=True))
+        network = _fetch_imagenet(
+            name, weights, lambda: timm.create_model(name, pretrained=True, **options)
+        )
     pretrained = network is not None or weights not in ("none", "imagenet", "auto")
     if network is None:
-        network = timm.create_model(name, pretrained=False)
+        network = timm.create_model(name, pretrained=False, **options)
         if pretrained:
             load_weights(network, Path(weights))
     network.reset_classifier(num_classes)

@@ -90,7 +90,7 @@ def build_cnn(
     padding: int = 1,
     batch_norm: bool = False,
     pooling: Pooling = "flatten",
-    dropout: float = 0.0,
+    dropout: float | None = None,
     in_channels: int = 3,
 ) -> ConvNet:
     """Build a `ConvNet` with one conv block per entry of `channels`.
@@ -102,6 +102,7 @@ def build_cnn(
         raise CnnStudyError(f"pooling={pooling!r}; choose one of ['flatten', 'global_avg']")
     if not channels:
         raise CnnStudyError("channels must list at least one conv layer width")
+    dropout = dropout or 0.0  # None: regularization=none, no dropout in these networks
     if not 0.0 <= dropout < 1.0:
         raise CnnStudyError(f"dropout={dropout} must be in [0, 1)")
     final_size = _feature_map_size(input_size, len(channels), padding)

@@ -1,0 +1,100 @@
+"""The run directory contract: what a run leaves behind and how other tools read it.
+
+A run directory holds `results.json`, written atomically when the run starts (status
+"running") and again when it ends ("completed", or "diverged" / "failed" / "interrupted"
+with the error), `config.yaml` (the resolved config), `checkpoints/` and `tensorboard/`.
+Training writes it; the report, the sweep summary and the notebook read it, only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_only
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnn_study.errors import DivergedError, interruption
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"
+TENSORBOARD_DIR = "tensorboard"
+RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED = (
+    "running", "completed", "diverged", "failed", "interrupted",
+)  # fmt: skip
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file.
+
+    Under DDP only global rank 0 writes (every rank runs the same job, with the same data)."""
+    if rank_zero_only.rank != 0:
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    write_json_atomic(run_dir / RESULTS_FILE, results)
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """A run directory's results.json, or {} when there is none yet."""
+    path = run_dir / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def ended_status(error: BaseException) -> str:
+    """The status of a run that ended with `error`."""
+    if interruption(error):
+        return INTERRUPTED
+    return DIVERGED if isinstance(error, DivergedError) else FAILED
+
+
+@dataclass
+class Run:
+    """One run directory: its results and the overrides that made it."""
+
+    path: Path
+    results: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.results.get("status", "unknown"))
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+    @property
+    def overrides(self) -> list[str]:
+        return list(self.results.get("overrides", []))
+
+    @property
+    def configuration(self) -> tuple[str, ...]:
+        """The overrides without the seed: runs sharing it are repeats of one configuration."""
+        return tuple(sorted(o for o in self.overrides if not o.lstrip("+~").startswith("seed=")))
+
+    @cached_property
+    def _scalars(self) -> dict[str, list[float]]:
+        board = self.path / TENSORBOARD_DIR
+        if not board.is_dir():
+            return {}
+        events = EventAccumulator(str(board))
+        events.Reload()
+        return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+    def curve(self, tag: str) -> list[float]:
+        """A scalar's values per logged step, read with TensorBoard's own reader."""
+        return self._scalars.get(tag, [])
+
+
+def find_runs(folders: list[Path]) -> list[Run]:
+    """Every run below `folders`, in path order."""
+    files = sorted({f for folder in folders for f in folder.rglob(RESULTS_FILE)})
+    return [Run(f.parent, json.loads(f.read_text())) for f in files]
