@@ -71,5 +71,9 @@ class SignalAtEpoch(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.armed and trainer.current_epoch == self.epoch and batch_idx == 1:
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+                # A shell starts background jobs with SIGINT ignored (`pytest &`); a
+                # terminal's Ctrl-C reaches Python's own handler.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             for number in self.signals:
                 os.kill(os.getpid(), number)
