@@ -39,6 +39,7 @@ from torch import nn
 from cnn_study import paths
 from cnn_study.bench_late import late_training
 from cnn_study.config import CONFIG_NAME
+from cnn_study.inputs import Preprocess, declared_input
 from cnn_study.provenance import environment
 from cnn_study.train import Components, build, resolved_config
 
@@ -157,18 +158,17 @@ def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | No
     images = data.splits.train_images.to(device)
     labels = data.splits.train_labels.to(device)
     net = instantiate(cfg.arch, num_classes=data.num_classes).to(device)
-    channels_last = parts.module.use_channels_last
+    channels_last = cfg.module.channels_last
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    if parts.module.compile_network:
+    if cfg.module.compile:
         net.compile()
     augmentation = instantiate(cfg.augmentation) or nn.Identity()
     optimizer = instantiate(cfg.optimizer)(net.parameters())
-    mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
+    spec = declared_input(net).completed(data.mean, data.std)
+    preprocess = Preprocess(spec, channels_last).to(device)
     autocast = autocast_for(str(parts.trainer.precision), device)
     scaler = torch.amp.GradScaler(device.type, enabled=str(parts.trainer.precision) == "16-mixed")
-    size = parts.module.input_size
     batch_size = cfg.data.batch_size
     timing = Timing(trained_images(len(labels), batch_size, batches))
     net.train()
@@ -180,13 +180,7 @@ def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | No
             if batches and step >= batches:
                 break
             index = order[first : first + batch_size]
-            x = images[index].float() / 255.0
-            if size is not None and tuple(x.shape[-2:]) != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-            x = augmentation(x)
-            x = (x - mean) / std
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = preprocess(images[index], augmentation)
             with autocast():
                 loss = F.cross_entropy(net(x), labels[index])
             optimizer.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ def _time_steps(
             {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}
         )
         optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-    if parts.module.use_channels_last:
+    if cfg.module.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
     size, images, labels = cfg.data.batch_size, data.splits.train_images, data.splits.train_labels

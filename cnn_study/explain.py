@@ -24,7 +24,7 @@ from PIL import Image
 
 from cnn_study import paths
 from cnn_study.attribution import grad_cam
-from cnn_study.data.folder import IMAGE_SUFFIXES, decode_square, why_unreadable
+from cnn_study.data.decode import IMAGE_SUFFIXES, decode_square, why_unreadable
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import gradcam_figure
 from cnn_study.module import load_classifier
@@ -62,7 +62,11 @@ def image_files(images: Any) -> list[Path]:
 def explain(args: ExplainArgs) -> list[Path]:
     """Write one Grad-CAM figure per image; return their paths."""
     model = load_classifier(args.ckpt)
-    size = model.input_size or 224
+    size = model.input_spec.size
+    if size is None:
+        raise CnnStudyError(
+            f"{args.ckpt}: its network declares no input size, so images cannot be batched"
+        )
     files = image_files(args.images)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.output_dir) if args.output_dir else paths.output_root() / "explain" / stamp

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torchvision
 from timm.models import group_modules
 from torch import nn
 
 from cnn_study.errors import CnnStudyError
+from cnn_study.inputs import checkpoint_input, declare_input, declared_input
 from cnn_study.models.weights import load_weights, read_weights_file
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,6 @@ def partial(network: nn.Module, frozen_stages: int = 2) -> None:
         module.requires_grad_(False)
 
 
-def checkpoint_normalization(loaded: object) -> tuple[tuple, tuple] | None:
-    """The (mean, std) a cnn_study checkpoint's network was trained with, if it is one."""
-    hparams = loaded.get("hyper_parameters", {}) if isinstance(loaded, dict) else {}
-    if "mean" in hparams and "std" in hparams:
-        return tuple(hparams["mean"]), tuple(hparams["std"])
-    return None
-
-
 class Finetune:
     """Optional starting weights from an earlier run, then a freeze policy.
 
@@ -149,10 +142,11 @@ class Finetune:
                     f"{', '.join(dropped)} do not fit {classifier_layer(network)}); set "
                     "finetune.new_head=true to train a new output layer for this data"
                 )
-            normalization = checkpoint_normalization(loaded)
-            if normalization is not None:
-                network.input_normalization = normalization
-        elif self.needs_weights and not hasattr(network, "input_normalization"):
+            trained = checkpoint_input(loaded)
+            if trained is not None:  # the normalisation moves with the weights
+                declared = declared_input(network)
+                declare_input(network, replace(declared, mean=trained.mean, std=trained.std))
+        elif self.needs_weights and not declared_input(network).has_normalization:
             raise CnnStudyError(
                 "this fine-tuning starts from trained weights, but the network has random ones: "
                 "set finetune.from_checkpoint=<a cnn_study .ckpt> (or, for a pretrained "

@@ -31,7 +31,7 @@ from cnn_study import evidence
 from cnn_study.evidence import Estimate, PartRuns, estimate
 from cnn_study.figures import part_figure, val_curves_figure
 from cnn_study.provenance import describe, environment
-from cnn_study.reference import study_figures
+from cnn_study.published import published_results
 from cnn_study.rundir import RESULTS_FILE, Run, find_runs
 
 METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/auroc")
@@ -94,7 +94,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     lines = []
     for row in rows:
         if row.completed:
-            reference = study_figures(list(row.configuration)) or {}
+            reference = published_results(list(row.configuration)) or {}
             accuracy = row.mean_std("test/acc")
             study = reference.get("test/acc")
             delta = f"{(accuracy[0] - study) * 100:+.2f}" if accuracy and study else "—"
@@ -118,6 +118,32 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             lines.append([names[row.configuration], status, "1",
                           *(["—"] * (len(header) - 3))])  # fmt: skip
     return header, lines
+
+
+def best_by_objective(rows: list[Row]) -> dict[str, Any] | None:
+    """The configuration whose completed runs have the best mean objective (the metric and
+    direction the runs were configured with); None when they disagree on it or none has it."""
+    objectives = {run.objective for row in rows for run in row.completed}
+    if len(objectives) != 1:
+        return None
+    ((metric, direction),) = objectives
+    scored = [(row, row.mean_of(metric)) for row in rows if row.mean_of(metric) is not None]
+    if not scored:
+        return None
+    pick = max if direction == "maximize" else min
+    row, value = pick(scored, key=lambda pair: pair[1])
+    return {"metric": metric, "direction": direction, "configuration": list(row.configuration),
+            "value": value, "seeds": len(row.completed)}  # fmt: skip
+
+
+def _best_markdown(best: dict[str, Any] | None) -> str:
+    if best is None:
+        return "No configuration ranked: the runs were optimised for different objectives."
+    return (
+        f"Best by the runs' objective ({best['metric']}, {best['direction']}): "
+        f"`{' '.join(best['configuration']) or '(defaults)'}` with {best['value']:.4f} "
+        f"(mean of {best['seeds']} seed{'s' if best['seeds'] != 1 else ''})."
+    )
 
 
 def _interval(value: Estimate | None) -> str:
@@ -215,7 +241,7 @@ def part_figures(parts: dict[str, PartRuns], runs: list[Run]) -> dict[str, Figur
             entry = parts.get(name)
             ours = entry.estimate if entry else None
             part = evidence.PARTS_BY_NAME[name]
-            study = study_figures([f"experiment={part.experiment}", *part.selector]) or {}
+            study = published_results([f"experiment={part.experiment}", *part.selector]) or {}
             points.append((
                 name,
                 ours.mean * 100 if ours else None,
@@ -236,6 +262,7 @@ def write_report(folders: list[Path], out: Path, command: str | None = None) -> 
         raise SystemExit(f"no {RESULTS_FILE} below {', '.join(map(str, folders))}")
     rows = group(runs)
     header, lines = table(rows)
+    best = best_by_objective(rows)
     parts = evidence.collect((run.overrides, run.results) for run in runs)
     comparisons, claims = part_tables(parts)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,6 +279,7 @@ def write_report(folders: list[Path], out: Path, command: str | None = None) -> 
         "## Configurations\n\nTest metrics: mean ± std over seeds; the interval is a 95 % "
         "Student-t confidence interval of the mean test accuracy.",
         markdown_table(header, lines),
+        _best_markdown(best),
         "## Each part against its baseline, paired by seed\n\nThe difference is taken seed by "
         "seed (same initialisation and data order), then averaged; a single pair gets no "
         "interval. A claim is **supported** when every interval it rests on lies on the "
@@ -270,6 +298,7 @@ def write_report(folders: list[Path], out: Path, command: str | None = None) -> 
     summary = {
         "provenance": facts,
         "configurations": [dict(zip(header, cells)) for cells in lines],
+        "best_by_objective": best,
         "parts": {
             name: {
                 "seeds": entry.by_seed,

@@ -22,6 +22,7 @@ from cnn_study.errors import DivergedError, interruption
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
+DEFAULT_OBJECTIVE = ("best_val/acc", "maximize")
 TENSORBOARD_DIR = "tensorboard"
 RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED = (
     "running", "completed", "diverged", "failed", "interrupted",
@@ -74,6 +75,20 @@ class Run:
     @property
     def overrides(self) -> list[str]:
         return list(self.results.get("overrides", []))
+
+    @property
+    def objective(self) -> tuple[str, str]:
+        """(metric, direction) the run was configured to optimise; runs from before the
+        objective was recorded optimised best_val/acc."""
+        recorded = self.results.get("objective") or {}
+        return recorded.get("metric", DEFAULT_OBJECTIVE[0]), recorded.get(
+            "direction", DEFAULT_OBJECTIVE[1]
+        )
+
+    @property
+    def objective_value(self) -> float | None:
+        value = self.results.get(self.objective[0])
+        return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def configuration(self) -> tuple[str, ...]:

@@ -285,13 +285,14 @@ def check_ranges(cfg: DictConfig) -> None:
 
 
 def check_targets(cfg: DictConfig) -> None:
-    """Check every group node that `train.build` instantiates, and its nested targets."""
-    for group in ("data", "arch", "finetune", "optimizer", "scheduler", "augmentation",
-                  "module", "trainer"):  # fmt: skip
-        node = cfg.get(group)
-        if isinstance(node, DictConfig) and "_target_" in node:
-            check_node(node, group)
-    for group in ("callbacks", "logger"):
-        for name, node in (cfg.get(group) or {}).items():
-            if isinstance(node, DictConfig) and "_target_" in node:
-                check_node(node, f"{group}.{name}")
+    """Check every node with a `_target_`: a group's own (`arch`, `optimizer`, …) and those
+    a group lists by name (`callbacks.*`, `logger.*`), with their nested targets."""
+    for group, node in cfg.items():
+        if group == "hydra" or not isinstance(node, DictConfig):
+            continue
+        if "_target_" in node:
+            check_node(node, str(group))
+            continue
+        for name, child in node.items():
+            if isinstance(child, DictConfig) and "_target_" in child:
+                check_node(child, f"{group}.{name}")

@@ -27,6 +27,7 @@ def summarize(sweep_dir: Path) -> dict[str, Any]:
     jobs = [
         {"job": str(run.path.relative_to(sweep_dir)), "overrides": run.overrides}
         | {key: run.results.get(key) for key in SUMMARY_KEYS}
+        | {"objective": run.objective[0], "objective_value": run.objective_value}
         for run in find_runs([sweep_dir])
     ]
     return {"jobs": jobs, "status_counts": dict(Counter(job["status"] for job in jobs))}
@@ -34,18 +35,19 @@ def summarize(sweep_dir: Path) -> dict[str, Any]:
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
-        "| job | overrides | status | test acc | best val acc | note |",
-        "|---|---|---|---|---|---|",
+        "| job | overrides | status | test acc | best val acc | objective | note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for job in summary["jobs"]:
         figures = [
             f"{job[key]:.4f}" if isinstance(job[key], float) else ""
-            for key in ("test/acc", "best_val/acc")
+            for key in ("test/acc", "best_val/acc", "objective_value")
         ]
+        objective = f"{job['objective']} {figures[2]}" if figures[2] else ""
         note = (job["error"] or "").replace("|", "/").splitlines()[0] if job["error"] else ""
         lines.append(
             f"| {job['job']} | {' '.join(job['overrides'])} | {job['status']} | "
-            f"{figures[0]} | {figures[1]} | {note} |"
+            f"{figures[0]} | {figures[1]} | {objective} | {note} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -23,8 +23,10 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnn_study.callbacks.safeguards import DivergenceGuard, FrozenBatchNorm, RngState
 from cnn_study.data.in_memory import InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, interruption, user_error
+from cnn_study.inputs import declared_input
 from cnn_study.module import ImageClassifier
 from cnn_study.numerics import flush_denormals
 from cnn_study.provenance import environment
@@ -44,12 +46,16 @@ log = logging.getLogger(__name__)
 EVAL_WEIGHTS = ("best", "last")
 OBJECTIVE_DIRECTIONS = ("maximize", "minimize")
 
-# Batches are slices of in-memory tensors: DataLoader workers would only add overhead.
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-# Metrics are logged per epoch on purpose (no per-step sync), so this hint does not apply.
-warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-# Lightning's own use of a torch API deprecated in torch 2.14; nothing a user can act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+def silence_inapplicable_warnings() -> None:
+    """Hide Lightning warnings that do not apply to cnn_study's runs (called when a run or a
+    benchmark builds its objects, not on import, so importing the package changes nothing)."""
+    # Batches are slices of in-memory tensors: DataLoader workers would only add overhead.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Metrics are logged per epoch on purpose (no per-step sync): this hint does not apply.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    # Lightning's own use of a torch API deprecated in torch 2.14; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def checkpoint_callbacks(
@@ -152,6 +158,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "output_dir": str(output_dir),
         "environment": environment(),
+        "objective": OmegaConf.to_container(cfg.objective),
     }
     write_results(output_dir, results)
     try:  # a rejected value is recorded too: a sweep's report lists it as failed
@@ -217,28 +224,34 @@ def build(
 
     `resumed_step`: the global step a resumed run continues from; TensorBoard hides what an
     interrupted process logged after it, so every epoch keeps one point."""
+    silence_inapplicable_warnings()
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the class count and the normalisation come from the data
 
     network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
     network = instantiate(cfg.finetune)(network)
-    # Pretrained weights expect their own normalisation; a fresh network takes the data's.
-    mean, std = getattr(network, "input_normalization", (datamodule.mean, datamodule.std))
+    # Trained weights brought their own normalisation; fresh ones take the training split's.
+    input_spec = declared_input(network).completed(datamodule.mean, datamodule.std)
     # A partial, so that Hydra does not merge (and instantiate) the run_config dict.
     module = instantiate(cfg.module, _partial_=True)(
         net=network,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
         augmentation=instantiate(cfg.augmentation),
-        mean=list(mean),
-        std=list(std),
+        input_spec=input_spec.as_dict(),
         class_names=datamodule.class_names,
         run_config=config if config is not None else resolved_config(cfg),
     )
-    # Timer keeps its elapsed time in the checkpoint: a resumed run's training time counts
-    # every process that trained it, not only the last.
-    callbacks = [*(instantiate(c) for c in cfg.callbacks.values()), Timer(verbose=False)]
+    # Not options: Timer keeps the training time across resumes (its state is in the
+    # checkpoint), and the safeguards keep runs reproducible and honest.
+    callbacks = [
+        *(instantiate(c) for c in cfg.callbacks.values()),
+        Timer(verbose=False),
+        RngState(),
+        DivergenceGuard(),
+        FrozenBatchNorm(),
+    ]
     loggers = [
         instantiate(c, purge_step=resumed_step)
         if resumed_step is not None and str(c.get("_target_", "")).endswith("TensorBoardLogger")

@@ -13,6 +13,7 @@ import torchvision
 from hydra.utils import instantiate
 
 from cnn_study.errors import CnnStudyError
+from cnn_study.inputs import declared_input
 from cnn_study.models.backbones import timm_backbone, torchvision_backbone
 from cnn_study.train import run
 from tests.conftest import NO_FIGURES
@@ -24,7 +25,7 @@ CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 def test_torchvision_head_matches_class_count(name: str) -> None:
     network = torchvision_backbone(name, num_classes=4, weights="none").eval()
     assert network(torch.rand(2, 3, 32, 32)).shape == (2, 4)
-    assert not hasattr(network, "input_normalization")  # random init: the data's statistics
+    assert not declared_input(network).has_normalization  # random init: the data's statistics
 
 
 def dropout_rates(network: torch.nn.Module) -> list[float]:
@@ -87,7 +88,7 @@ def test_local_state_dict_loads_every_backbone_tensor(tmp_path: Path) -> None:
 
     assert torch.allclose(backbone_features(loaded), backbone_features(source.eval()))
     assert not torch.allclose(backbone_features(loaded), backbone_features(fresh))
-    assert loaded.input_normalization[0] == pytest.approx((0.485, 0.456, 0.406))
+    assert declared_input(loaded).mean == pytest.approx((0.485, 0.456, 0.406))
 
 
 def test_checkpoint_style_file_loads(tmp_path: Path) -> None:
@@ -125,7 +126,7 @@ def test_auto_weights_fall_back_to_random_with_a_warning(monkeypatch, caplog) ->
     with caplog.at_level(logging.WARNING):
         network = torchvision_backbone("resnet18", 10, weights="auto")
     assert "training from random initialisation" in caplog.text
-    assert not hasattr(network, "input_normalization")
+    assert not declared_input(network).has_normalization
 
 
 def lite0_weights_with_timm_keys(path: Path) -> Path:
@@ -141,7 +142,7 @@ def lite0_weights_with_timm_keys(path: Path) -> Path:
 
 
 def cifar_sample(split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from cnn_study.data.folder import decode_same_size
+    from cnn_study.data.decode import decode_same_size
 
     files, labels = [], []
     for label, folder in enumerate(sorted(p for p in (CIFAR / split).iterdir() if p.is_dir())):
@@ -164,8 +165,11 @@ def test_real_imagenet_weights_beat_random_init_in_a_linear_probe(
     def probe_accuracy(arch_weights: str) -> float:
         cfg = compose_cfg("arch=efficientnet_lite0", f"arch.weights={arch_weights}")
         network = instantiate(cfg.arch, num_classes=10).eval()
-        mean, std = getattr(network, "input_normalization", ((0.5,) * 3, (0.5,) * 3))
-        mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        spec = declared_input(network).completed((0.5,) * 3, (0.5,) * 3)
+        mean, std = (
+            torch.tensor(spec.mean).view(1, 3, 1, 1),
+            torch.tensor(spec.std).view(1, 3, 1, 1),
+        )
 
         def features(images: torch.Tensor) -> torch.Tensor:
             x = torch.nn.functional.interpolate(images.float() / 255, size=96, mode="bilinear")

@@ -7,6 +7,7 @@ import timm
 import torch
 from torch import nn
 
+from cnn_study.callbacks.safeguards import FrozenBatchNorm
 from cnn_study.errors import CnnStudyError
 from cnn_study.finetune import Finetune, head, last_block, linear, partial, structure, train_all
 from cnn_study.models.backbones import torchvision_backbone
@@ -56,9 +57,10 @@ def test_policy_trains_exactly_what_it_names(policy: str, name: str) -> None:
     trainable = trainable_ids(network)
     assert trainable == expected_trainable(policy, network)
     assert trainable and trainable != {id(p) for p in network.parameters()}
-    # Frozen BatchNorm layers keep their running statistics: eval mode inside train().
+    # Frozen BatchNorm layers keep their running statistics: eval mode in training epochs.
     module = ImageClassifier(network, optimizer=None, class_names=[str(i) for i in range(10)])
     module.train()
+    FrozenBatchNorm().on_train_epoch_start(None, module)
     for layer in network.modules():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
             frozen = not any(p.requires_grad for p in layer.parameters())

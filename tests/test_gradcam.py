@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cnn_study import explain
 from cnn_study.attribution import grad_cam, target_layer
 from cnn_study.errors import CnnStudyError
+from cnn_study.inputs import declared_input
 from cnn_study.models.cnn import build_cnn
 from cnn_study.module import ImageClassifier
 from cnn_study.train import run
@@ -59,7 +60,8 @@ def test_validation_gradcam_every_n_epochs(compose_cfg: ComposeFn, tmp_path: Pat
 def classifier(input_size: int = 32, classes: int = 4, pooling: str = "flatten") -> ImageClassifier:
     network = build_cnn(classes, [16, 32, 32], 64, input_size=input_size, pooling=pooling)
     names = [str(i) for i in range(classes)]
-    return ImageClassifier(network, optimizer=None, input_size=input_size, class_names=names)
+    spec = declared_input(network).completed((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return ImageClassifier(network, optimizer=None, input_spec=spec.as_dict(), class_names=names)
 
 
 def test_maps_match_the_input_size_and_layers_are_named() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnn_study.data.folder import decode_square
+from cnn_study.data.decode import decode_square
 from cnn_study.data.image_folder import ImageFolderDataModule
 from cnn_study.errors import CnnStudyError
 from tests.conftest import write_class_tree

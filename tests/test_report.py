@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from cnn_study import evidence
-from cnn_study.reference import study_figures
+from cnn_study.published import published_results
+from cnn_study.report import best_by_objective, group
+from cnn_study.rundir import Run
 
 
 def cli(*args: str, cwd: Path, out: Path) -> subprocess.CompletedProcess:
@@ -69,6 +71,18 @@ def test_sweep_report_rows_mean_std_and_failures(tiny_sweep, tmp_path: Path) -> 
     assert len(failures) == 1 and "input_size=16" in failures[0][1]
     markdown = (sweep_dir / "report.md").read_text()
     assert "scheduler=step" in markdown and "failed" in markdown
+    best = json.loads((sweep_dir / "report.json").read_text())["best_by_objective"]
+    means = {
+        name: statistics.fmean(
+            json.loads((job / "results.json").read_text())["best_val/acc"]
+            for job in sweep_dir.iterdir()
+            if job.is_dir() and name in (job / "results.json").read_text()
+        )
+        for name in completed
+    }
+    assert (best["metric"], best["direction"]) == ("best_val/acc", "maximize")
+    assert best["value"] == pytest.approx(max(means.values()))
+    assert "Best by the runs' objective (best_val/acc, maximize)" in markdown
     with Image.open(sweep_dir / "val_curves.png") as image:
         assert image.size[0] > 500
 
@@ -83,8 +97,8 @@ def test_sweep_report_rows_mean_std_and_failures(tiny_sweep, tmp_path: Path) -> 
         (["arch=cnn5"], None),
     ],
 )
-def test_study_figures_match_the_configuration(overrides, accuracy) -> None:
-    figures = study_figures(overrides)
+def test_published_results_match_the_configuration(overrides, accuracy) -> None:
+    figures = published_results(overrides)
     assert (figures or {}).get("test/acc") == (pytest.approx(accuracy) if accuracy else None)
 
 
@@ -104,3 +118,16 @@ def test_notebook_runs_on_a_sweep(tiny_sweep, monkeypatch: pytest.MonkeyPatch) -
     assert f"'not run': {len(evidence.CLAIMS)}" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 1 + 4  # the validation curves, one Grad-CAM figure per run
+
+
+def test_best_by_objective_follows_the_direction_and_refuses_mixed_objectives() -> None:
+    def run(path: str, loss: float, direction: str = "minimize") -> Run:
+        results = {"status": "completed", "overrides": [path], "test/loss": loss,
+                   "objective": {"metric": "test/loss", "direction": direction}}  # fmt: skip
+        return Run(Path(path), results)
+
+    rows = group([run("lr=0.1", 0.9), run("lr=0.01", 0.4), run("lr=0.01", 0.6)])
+    best = best_by_objective(rows)
+    assert best["configuration"] == ["lr=0.01"] and best["value"] == pytest.approx(0.5)
+    assert best["seeds"] == 2
+    assert best_by_objective(group([run("a", 0.9), run("b", 0.4, "maximize")])) is None

@@ -51,5 +51,6 @@ def test_checkpoint_to_new_task_with_three_classes(
         assert torch.equal(value, source[key]) != trained, key
     source_hparams = torch.load(source_run["checkpoint_last"], weights_only=False)
     target_hparams = torch.load(results["checkpoint_last"], weights_only=False)
-    assert target_hparams["hyper_parameters"]["mean"] == source_hparams["hyper_parameters"]["mean"]
+    source_input = source_hparams["hyper_parameters"]["input_spec"]
+    assert target_hparams["hyper_parameters"]["input_spec"]["mean"] == source_input["mean"]
     assert target_hparams["hyper_parameters"]["class_names"] == ["cats", "dogs", "owls"]

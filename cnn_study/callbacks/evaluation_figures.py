@@ -13,8 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAUROC, MulticlassConfusionMatrix, MulticlassROC
 
-from cnn_study.callbacks.figure_output import displayable, publish_figure, seeded_sample
+from cnn_study.callbacks.figure_output import publish_figure, seeded_sample
 from cnn_study.figures import confusion_figure, curves_figure, prediction_grid, roc_figure
+from cnn_study.inputs import displayable
 from cnn_study.module import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class EvaluationFigures(Callback):
             inputs = pl_module.preprocess(images.to(pl_module.device))
             predictions = pl_module(inputs).argmax(dim=1).cpu()
         grid = prediction_grid(
-            displayable(images, pl_module.input_size),
+            displayable(images, pl_module.input_spec),
             [names[i] for i in labels.tolist()],
             [names[i] for i in predictions.tolist()],
         )

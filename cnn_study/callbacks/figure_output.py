@@ -7,7 +7,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from PIL import Image
@@ -39,11 +38,3 @@ def seeded_sample(loader: DataLoader | list, count: int, seed: int) -> tuple[Ten
     indices = torch.randperm(len(dataset), generator=generator)[: min(count, len(dataset))]
     images, labels = zip(*(dataset[int(i)] for i in indices))
     return torch.stack(images), torch.stack([torch.as_tensor(label) for label in labels])
-
-
-def displayable(images: Tensor, size: int | None) -> np.ndarray:
-    """uint8 N×3×H×W as the network sees them (resized to its input size), N×H×W×3."""
-    pixels = images.float()
-    if size is not None and tuple(pixels.shape[-2:]) != (size, size):
-        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True)
-    return pixels.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -9,9 +9,10 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from cnn_study.attribution import grad_cam
-from cnn_study.callbacks.figure_output import displayable, publish_figure, seeded_sample
+from cnn_study.callbacks.figure_output import publish_figure, seeded_sample
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import gradcam_figure
+from cnn_study.inputs import displayable
 from cnn_study.module import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class GradCAMFigure(Callback):
         maps, predictions = grad_cam(module, images, targets=targets, layer=self.layer)
         names = module.class_names
         figure = gradcam_figure(
-            displayable(images, module.input_size),
+            displayable(images, module.input_spec),
             maps.numpy(),
             [names[i] for i in labels.tolist()],
             [names[i] for i in predictions.tolist()],

@@ -9,7 +9,7 @@ import torch
 from torchvision.datasets import CIFAR10
 
 from cnn_study.data.cache import fingerprint, load_or_build
-from cnn_study.data.folder import class_folders, decode_same_size, scan_class_tree
+from cnn_study.data.decode import class_folders, decode_same_size, scan_class_tree
 from cnn_study.data.in_memory import ImageSplits, InMemoryImageDataModule, seeded_split
 from cnn_study.errors import CnnStudyError, DataNotFoundError
 

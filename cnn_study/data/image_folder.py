@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from cnn_study.data.cache import fingerprint, load_or_build
-from cnn_study.data.folder import ClassTree, decode_resized, scan_class_tree
+from cnn_study.data.decode import ClassTree, decode_resized, scan_class_tree
 from cnn_study.data.in_memory import ImageSplits, InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, DataNotFoundError
 

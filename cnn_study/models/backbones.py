@@ -3,9 +3,9 @@
 `weights` is "none"; "imagenet" (the library's own download and cache; an error when
 neither is reachable); "auto" (ImageNet weights when they can be had, else random
 initialisation with a warning); or a path to a local file with the architecture's own
-keys (see `cnn_study.models.weights`). A network
-built from pretrained weights carries the normalisation those weights expect in
-`input_normalization` (mean, std), which the classifier then uses instead of the data's.
+keys (see `cnn_study.models.weights`). Every network declares its input
+(`cnn_study.inputs.declare_input`): `input_size`, and for pretrained weights the mean, std
+and interpolation of the library's own preset for them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from cnn_study.errors import CnnStudyError
+from cnn_study.inputs import INTERPOLATIONS, InputSpec, declare_input
 from cnn_study.models.weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,20 @@ def replace_last_linear(
     return head
 
 
-def _mark_pretrained(network: nn.Module, mean: tuple, std: tuple) -> nn.Module:
-    network.input_normalization = (tuple(mean), tuple(std))
-    return network
+def _torchvision_input(name: str, input_size: int) -> InputSpec:
+    """What torchvision's own preset for `name`'s ImageNet weights feeds the network."""
+    preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    return InputSpec(input_size, tuple(preset.mean), tuple(preset.std), preset.interpolation.value)
+
+
+def _timm_input(network: nn.Module, input_size: int) -> InputSpec:
+    """What timm's pretrained config of `network` says its weights expect."""
+    config = network.pretrained_cfg
+    mean = tuple(config.get("mean", IMAGENET_DEFAULT_MEAN))
+    std = tuple(config.get("std", IMAGENET_DEFAULT_STD))
+    interpolation = config.get("interpolation") or "bilinear"
+    return InputSpec(input_size, mean, std, interpolation if interpolation in INTERPOLATIONS
+                     else "bilinear")  # fmt: skip
 
 
 def torchvision_backbone(
@@ -92,8 +104,7 @@ def torchvision_backbone(
     dropout: float | None = None,
 ) -> nn.Module:
     """A torchvision classification model (`resnet18`, `mobilenet_v2`, …) with a new head;
-    `dropout` before it as `replace_last_linear` says."""
-    del input_size  # the module resizes inputs; kept so every arch takes the same keys
+    `dropout` before it as `replace_last_linear` says; fed `input_size` px squares."""
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise CnnStudyError(f"unknown torchvision model {name!r}")
     network = torchvision.models.get_model(name, weights=None)
@@ -107,9 +118,8 @@ def torchvision_backbone(
             network.load_state_dict(state)
             pretrained = True
     replace_last_linear(network, num_classes, dropout)
-    if pretrained:
-        _mark_pretrained(network, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-    return network
+    spec = _torchvision_input(name, input_size) if pretrained else InputSpec(input_size)
+    return declare_input(network, spec)
 
 
 def timm_backbone(
@@ -120,8 +130,8 @@ def timm_backbone(
     dropout: float | None = None,
 ) -> nn.Module:
     """Any timm model by name (`efficientnet_b0`, `convnext_tiny`, …) with a new head;
-    `dropout` is timm's `drop_rate` before it (None: the model's default)."""
-    del input_size
+    `dropout` is timm's `drop_rate` before it (None: the model's default); fed
+    `input_size` px squares."""
     if not timm.is_model(name):
         raise CnnStudyError(f"unknown timm model {name!r}; timm.list_models('*{name[:6]}*') helps")
     options = {} if dropout is None else {"drop_rate": dropout}
@@ -136,8 +146,5 @@ def timm_backbone(
         if pretrained:
             load_weights(network, Path(weights))
     network.reset_classifier(num_classes)
-    if pretrained:
-        config = network.pretrained_cfg
-        mean = config.get("mean", IMAGENET_DEFAULT_MEAN)
-        _mark_pretrained(network, mean, config.get("std", IMAGENET_DEFAULT_STD))
-    return network
+    spec = _timm_input(network, input_size) if pretrained else InputSpec(input_size)
+    return declare_input(network, spec)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cnn_study.errors import CnnStudyError
+from cnn_study.inputs import InputSpec, declare_input
 
 Pooling = Literal["flatten", "global_avg"]
 
@@ -128,4 +129,5 @@ def build_cnn(
         nn.Dropout(dropout),
         nn.Linear(fc_hidden, num_classes),
     )
-    return ConvNet(features, pool, classifier)
+    # Its layers are sized for input_size; mean/std are the training data's.
+    return declare_input(ConvNet(features, pool, classifier), InputSpec(size=input_size))

@@ -1,18 +1,18 @@
-"""The figures the two origin studies reported (STUDY.md): reference points to compare a
+"""The results the two origin studies published (STUDY.md): reference points to compare a
 reproduction with, never results of cnn_study. Keyed by experiment and the overrides that
 select the row within it; values are test accuracy (0-1), precision, recall, F1."""
 
 from __future__ import annotations
 
-Figures = dict[str, float]
+PublishedRow = dict[str, float]
 
 
-def _row(acc: float, precision: float, recall: float, f1: float) -> Figures:
+def _row(acc: float, precision: float, recall: float, f1: float) -> PublishedRow:
     return {"test/acc": acc / 100, "test/precision": precision, "test/recall": recall,
             "test/f1": f1}  # fmt: skip
 
 
-STUDY_FIGURES: dict[tuple[str, frozenset[str]], Figures] = {
+PUBLISHED: dict[tuple[str, frozenset[str]], PublishedRow] = {
     ("a1_baseline", frozenset()): _row(73.79, 0.7429, 0.7379, 0.7389),
     ("a2_depth", frozenset({"arch=cnn2"})): _row(70.74, 0.7105, 0.7074, 0.7058),
     ("a2_depth", frozenset({"arch=cnn4"})): _row(74.22, 0.7494, 0.7422, 0.7424),
@@ -35,15 +35,15 @@ STUDY_FIGURES: dict[tuple[str, frozenset[str]], Figures] = {
 }  # fmt: skip
 
 
-def study_figures(overrides: list[str]) -> Figures | None:
-    """The study's figures for a configuration given by its overrides, if it reported any."""
+def published_results(overrides: list[str]) -> PublishedRow | None:
+    """What the study published for a configuration given by its overrides, if anything."""
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
     if experiment is None or any(o.startswith("data=") for o in overrides):
         return None  # not a study part, or the study's model on other data
     given = set(overrides)
     matches = [
-        (len(selector), figures)
-        for (name, selector), figures in STUDY_FIGURES.items()
+        (len(selector), row)
+        for (name, selector), row in PUBLISHED.items()
         if name == experiment and selector <= given
     ]
     return max(matches, key=lambda match: match[0])[1] if matches else None
