@@ -1,14 +1,18 @@
 """`python -m cnn_study.bench`: cnn_study's training speed against a plain loop and a DataLoader.
 
-Three ways to train the same network on the same CIFAR-10 training images, one process:
+Three ways to train the same network on the same training images, one process:
   (a) lightning:   cnn_study's own path (config → `train.build` → `Trainer.fit`), validation
                    off; uint8 data on the training device when it fits.
   (b) plain:       a hand-written PyTorch loop over the same device-resident uint8 tensors,
                    same network config, optimizer, precision, memory layout and compilation as (a).
-  (c) torchvision: the studies' style: torchvision dataset (CIFAR10 or ImageFolder), PIL →
-                   ToTensor → Normalize per image, DataLoader workers, fp32, copy per batch.
-It prints train images/s and epoch time of each, the ratios a/b and a/c, and writes
-`bench.json` and the resolved config of (a) to the output folder.
+  (c) torchvision: the studies' style: the DataModule's training images served one PIL image
+                   at a time (as torchvision's CIFAR10 does), ToTensor → Normalize per image,
+                   DataLoader workers, fp32, a copy per batch.
+The variants alternate (a b c a b c …) for `--rounds` rounds, so that a busy machine slows
+all of them alike; each round's throughput is its epochs after the first (warm-up). It
+prints the median images/s of each variant with its range over rounds, the ratios a/b and
+a/c (the median of the per-round ratios, with their range), and writes `bench.json` and
+the resolved config of (a) to the output folder.
 
 `--late-from <checkpoint>` instead times training steps from a late (regularized) training
 state against a fresh one, with and without subnormals flushed (`cnn_study.bench_late`).
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +39,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
 from torch import nn
 
 from cnn_study import paths
@@ -58,23 +64,31 @@ BENCH_OVERRIDES = (
 
 @dataclass
 class Timing:
-    """Wall time of each epoch of one variant, and what an epoch trained on."""
+    """Wall time of each epoch of one variant, per round, and what an epoch trained on."""
 
     images_per_epoch: int
-    epoch_times_s: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)
 
     @property
-    def epoch_s(self) -> float:
-        """Mean epoch time without the first (warm-up: allocation, autotuning, compilation)."""
-        timed = self.epoch_times_s[1:] or self.epoch_times_s
-        return sum(timed) / len(timed)
+    def round_images_per_s(self) -> list[float]:
+        """Each round's throughput over its epochs after the first (warm-up: allocation,
+        autotuning, compilation); a one-epoch round counts its only epoch."""
+        return [
+            self.images_per_epoch / statistics.fmean(epochs[1:] or epochs) for epochs in self.rounds
+        ]
 
     @property
     def images_per_s(self) -> float:
-        return self.images_per_epoch / self.epoch_s
+        return statistics.median(self.round_images_per_s)
+
+    @property
+    def epoch_s(self) -> float:
+        return self.images_per_epoch / self.images_per_s
 
     def summary(self) -> dict[str, Any]:
-        return {**asdict(self), "epoch_s": self.epoch_s, "images_per_s": self.images_per_s}
+        rates = self.round_images_per_s
+        return {**asdict(self), "epoch_s": self.epoch_s, "images_per_s": self.images_per_s,
+                "images_per_s_range": [min(rates), max(rates)]}  # fmt: skip
 
 
 def synchronize(device: torch.device) -> None:
@@ -86,8 +100,8 @@ def synchronize(device: torch.device) -> None:
 class EpochTimer(L.Callback):
     """Records the wall time of every training epoch, GPU work included."""
 
-    def __init__(self, timing: Timing) -> None:
-        self.timing = timing
+    def __init__(self, epoch_times_s: list[float]) -> None:
+        self.epoch_times_s = epoch_times_s
         self.start = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -96,8 +110,8 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         synchronize(pl_module.device)
-        self.timing.epoch_times_s.append(time.perf_counter() - self.start)
-        print(f"  lightning epoch {trainer.current_epoch}: {self.timing.epoch_times_s[-1]:.2f} s")
+        self.epoch_times_s.append(time.perf_counter() - self.start)
+        print(f"  lightning epoch {trainer.current_epoch}: {self.epoch_times_s[-1]:.2f} s")
 
 
 def autocast_for(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
@@ -110,7 +124,7 @@ def autocast_for(precision: str, device: torch.device) -> Callable[[], AbstractC
 
 
 def bench_config(
-    data_root: str,
+    data_root: str | None,
     device: str,
     epochs: int,
     batches: int | None,
@@ -121,7 +135,7 @@ def bench_config(
     accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[device]
     chosen = [
         *BENCH_OVERRIDES,
-        f"data.root={data_root}",
+        *([f"data.root={data_root}"] if data_root else []),
         f"trainer.accelerator={accelerator}",
         f"trainer.max_epochs={epochs}",
         *([f"++trainer.limit_train_batches={batches}"] if batches else []),
@@ -139,18 +153,18 @@ def trained_images(total: int, batch_size: int, batches: int | None) -> int:
     return total if not batches else min(total, batches * batch_size)
 
 
-def run_lightning(cfg: DictConfig, batches: int | None) -> tuple[Timing, Components]:
-    """Variant (a); returns its timing and the built components (their data serves b and c)."""
+def run_lightning(cfg: DictConfig) -> tuple[list[float], Components]:
+    """Variant (a): one round's epoch times, and the built components (their data serves b
+    and c)."""
     L.seed_everything(cfg.seed, workers=True)
     parts = build(cfg)
-    images = len(parts.datamodule.splits.train_labels)
-    timing = Timing(trained_images(images, cfg.data.batch_size, batches))
-    parts.trainer.callbacks.append(EpochTimer(timing))
+    epoch_times: list[float] = []
+    parts.trainer.callbacks.append(EpochTimer(epoch_times))
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
-    return timing, parts
+    return epoch_times, parts
 
 
-def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | None) -> Timing:
+def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | None) -> list[float]:
     """Variant (b): the minimal loop a PyTorch user would write over device-resident tensors."""
     L.seed_everything(cfg.seed, workers=True)
     device = parts.trainer.strategy.root_device
@@ -170,7 +184,7 @@ def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | No
     autocast = autocast_for(str(parts.trainer.precision), device)
     scaler = torch.amp.GradScaler(device.type, enabled=str(parts.trainer.precision) == "16-mixed")
     batch_size = cfg.data.batch_size
-    timing = Timing(trained_images(len(labels), batch_size, batches))
+    epoch_times: list[float] = []
     net.train()
     for epoch in range(epochs):
         synchronize(device)
@@ -188,33 +202,46 @@ def run_plain(cfg: DictConfig, parts: Components, epochs: int, batches: int | No
             scaler.step(optimizer)
             scaler.update()
         synchronize(device)
-        timing.epoch_times_s.append(time.perf_counter() - start)
-        print(f"  plain epoch {epoch}: {timing.epoch_times_s[-1]:.2f} s")
-    return timing
+        epoch_times.append(time.perf_counter() - start)
+        print(f"  plain epoch {epoch}: {epoch_times[-1]:.2f} s")
+    return epoch_times
 
 
-def studies_dataset(root: Path, mean: list[float], std: list[float]) -> torch.utils.data.Dataset:
-    """CIFAR-10's training images the way the studies loaded them: a PIL image per item."""
-    from torchvision import datasets, transforms
+class PilImages(torch.utils.data.Dataset):
+    """uint8 N×3×H×W images served one PIL image at a time through `transform`, the way
+    torchvision's CIFAR10 dataset serves its arrays."""
 
-    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-    if (root / "cifar-10-batches-py").is_dir():
-        return datasets.CIFAR10(str(root), train=True, transform=to_tensor)
-    return datasets.ImageFolder(str(root / "train"), transform=to_tensor)
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
+        self.pixels = images.permute(0, 2, 3, 1).numpy()
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.pixels[index])), self.labels[index]
 
 
 def run_torchvision(
     cfg: DictConfig, parts: Components, epochs: int, batches: int | None, workers: int
-) -> Timing:
-    """Variant (c): torchvision dataset + per-image PIL transforms + DataLoader, fp32."""
+) -> list[float]:
+    """Variant (c): per-image PIL transforms + DataLoader over the DataModule's training
+    images, fp32."""
+    from torchvision import transforms
+
     L.seed_everything(cfg.seed, workers=True)
     device = parts.trainer.strategy.root_device
     data = parts.datamodule
-    dataset = studies_dataset(Path(data.root), data.mean, data.std)
-    size = len(data.splits.train_labels)  # as many images as (a) and (b) train on
-    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size]
+    spec = parts.module.input_spec
+    steps = [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
+    if spec.size is not None and tuple(data.splits.train_images.shape[-2:]) != (spec.size,) * 2:
+        steps.insert(0, transforms.Resize((spec.size, spec.size)))
+    dataset = PilImages(
+        data.splits.train_images, data.splits.train_labels, transforms.Compose(steps)
+    )
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, keep.tolist()),
+        dataset,
         batch_size=cfg.data.batch_size,
         shuffle=True,
         num_workers=workers,
@@ -223,7 +250,7 @@ def run_torchvision(
     )
     net = instantiate(cfg.arch, num_classes=data.num_classes).to(device)
     optimizer = instantiate(cfg.optimizer)(net.parameters())
-    timing = Timing(trained_images(min(size, len(dataset)), cfg.data.batch_size, batches))
+    epoch_times: list[float] = []
     net.train()
     for epoch in range(epochs):
         synchronize(device)
@@ -237,31 +264,38 @@ def run_torchvision(
             loss.backward()
             optimizer.step()
         synchronize(device)
-        timing.epoch_times_s.append(time.perf_counter() - start)
-        print(f"  torchvision epoch {epoch}: {timing.epoch_times_s[-1]:.2f} s")
-    return timing
+        epoch_times.append(time.perf_counter() - start)
+        print(f"  torchvision epoch {epoch}: {epoch_times[-1]:.2f} s")
+    return epoch_times
 
 
-def ratios(timings: dict[str, Timing]) -> dict[str, float]:
-    """Throughput of (a) over (b) and over (c), for the variants that ran."""
+RATIOS = (("plain", "a/b"), ("torchvision", "a/c"))
+
+
+def ratios(timings: dict[str, Timing]) -> dict[str, dict[str, float]]:
+    """(a)'s throughput over (b)'s and over (c)'s, round by round (neighbours in time see
+    the same machine load): the median and the range of the per-round ratios."""
     result = {}
     if "lightning" in timings:
-        a = timings["lightning"].images_per_s
-        for name, label in (("plain", "a/b"), ("torchvision", "a/c")):
+        a = timings["lightning"].round_images_per_s
+        for name, label in RATIOS:
             if name in timings:
-                result[label] = a / timings[name].images_per_s
+                per_round = [x / y for x, y in zip(a, timings[name].round_images_per_s)]
+                result[label] = {"median": statistics.median(per_round),
+                                 "min": min(per_round), "max": max(per_round)}  # fmt: skip
     return result
 
 
-def print_table(timings: dict[str, Timing], result_ratios: dict[str, float]) -> None:
-    print(f"\n{'variant':<12} {'images/epoch':>12} {'epoch s':>9} {'images/s':>10}")
+def print_table(timings: dict[str, Timing], result_ratios: dict[str, dict[str, float]]) -> None:
+    print(f"\n{'variant':<12} {'images/epoch':>12} {'epoch s':>9} {'images/s':>10} {'range':>13}")
     for name, timing in timings.items():
+        low, high = min(timing.round_images_per_s), max(timing.round_images_per_s)
         print(
             f"{name:<12} {timing.images_per_epoch:>12} {timing.epoch_s:>9.2f} "
-            f"{timing.images_per_s:>10.0f}"
+            f"{timing.images_per_s:>10.0f} {f'{low:.0f}–{high:.0f}':>13}"
         )
     for label, value in result_ratios.items():
-        print(f"{label} = {value:.2f}")
+        print(f"{label} = {value['median']:.2f} (rounds: {value['min']:.2f}–{value['max']:.2f})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -275,8 +309,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--data-root",
-        default=os.environ.get("CNN_STUDY_DATA", "./data"),
-        help="CIFAR-10 root (archive or train/ test/ folders); default $CNN_STUDY_DATA or ./data",
+        default=None,
+        help="image root of the data group (CIFAR-10: archive or train/ test/ folders); "
+        "default: the config's, paths.data_root ($CNN_STUDY_DATA or ./data)",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
@@ -284,6 +319,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batches", type=int, default=None, help="train batches per epoch (default: all)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of a b c, alternated (default: 3)"
     )
     parser.add_argument(
         "--workers",
@@ -311,6 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs={args.epochs}; give at least 1")
+    if args.rounds < 1:
+        parser.error(f"--rounds={args.rounds}; give at least 1")
     if args.late_from is not None and not args.late_from.is_file():
         parser.error(f"--late-from={args.late_from}: no such checkpoint file")
     if args.late_steps < 1:
@@ -346,16 +386,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return report
 
     timings: dict[str, Timing] = {}
-    print("(a) lightning: cnn_study's training path")
-    timings["lightning"], parts = run_lightning(cfg, args.batches)
-    if "plain" not in args.skip:
-        print("(b) plain: hand-written loop over the same device tensors")
-        timings["plain"] = run_plain(cfg, parts, args.epochs, args.batches)
-    if "torchvision" not in args.skip:
-        print(f"(c) torchvision: dataset + PIL transforms + DataLoader({args.workers} workers)")
-        timings["torchvision"] = run_torchvision(
-            cfg, parts, args.epochs, args.batches, args.workers
+    for round_number in range(1, args.rounds + 1):
+        print(f"round {round_number} of {args.rounds}")
+        print("(a) lightning: cnn_study's training path")
+        epoch_times, parts = run_lightning(cfg)
+        images = trained_images(
+            len(parts.datamodule.splits.train_labels), cfg.data.batch_size, args.batches
         )
+        timings.setdefault("lightning", Timing(images)).rounds.append(epoch_times)
+        if "plain" not in args.skip:
+            print("(b) plain: hand-written loop over the same device tensors")
+            epoch_times = run_plain(cfg, parts, args.epochs, args.batches)
+            timings.setdefault("plain", Timing(images)).rounds.append(epoch_times)
+        if "torchvision" not in args.skip:
+            print(f"(c) torchvision: PIL transforms + DataLoader({args.workers} workers)")
+            epoch_times = run_torchvision(cfg, parts, args.epochs, args.batches, args.workers)
+            timings.setdefault("torchvision", Timing(images)).rounds.append(epoch_times)
 
     result_ratios = ratios(timings)
     print_table(timings, result_ratios)
@@ -367,6 +413,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data_placement": "device" if parts.datamodule.uses_device_path() else "host",
         "batch_size": cfg.data.batch_size,
         "epochs": args.epochs,
+        "rounds": args.rounds,
         "workers_c": args.workers,
         "variants": {name: timing.summary() for name, timing in timings.items()},
         "ratios": result_ratios,
