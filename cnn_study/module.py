@@ -60,6 +60,9 @@ class ImageClassifier(L.LightningModule):
         # Without a spec (tests, hand-built modules): as stored, pixels scaled to [-1, 1].
         self.input_spec = InputSpec.from_dict(input_spec or DEFAULT_INPUT)
         self.input_pipeline = Preprocess(self.input_spec, channels_last)
+        if self.input_spec.size is not None:  # lets the model summary count real FLOPs
+            channels = len(self.input_spec.mean or ())
+            self.example_input_array = torch.zeros(1, channels, *(self.input_spec.size,) * 2)
         self.backbone_lr_scale = backbone_lr_scale
         self.use_channels_last = channels_last
         self.compile_network = compile
@@ -125,10 +128,13 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
         per_class = values.pop(PER_CLASS_AUROC)
-        self.log("test/loss", self.test_loss.compute())
-        self.log_dict({f"test/{name}": value for name, value in values.items()})
+        # Into trainer.callback_metrics only: `train.run` writes them to the loggers once,
+        # beside the config (TensorBoard's HPARAMS tab), instead of twice.
+        self.log("test/loss", self.test_loss.compute(), logger=False)
+        self.log_dict({f"test/{name}": value for name, value in values.items()}, logger=False)
         self.log_dict(
-            {f"test/auroc/{name}": value for name, value in zip(self.class_names, per_class)}
+            {f"test/auroc/{name}": value for name, value in zip(self.class_names, per_class)},
+            logger=False,
         )
         self.test_metrics.reset()
         self.test_loss.reset()

@@ -14,6 +14,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
 
 from cnn_study.rundir import find_runs, write_json_atomic
 
@@ -52,6 +54,20 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_table(summary: dict[str, Any]) -> Table:
+    """The sweep's jobs as the table a sweep ends with on the console."""
+    table = Table(title="cnn_study sweep")
+    for column in ("job", "overrides", "status", "test acc", "best val acc", "objective"):
+        table.add_column(column)
+    for job in summary["jobs"]:
+        figures = [
+            f"{job[key]:.4f}" if isinstance(job[key], float) else "—"
+            for key in ("test/acc", "best_val/acc", "objective_value")
+        ]
+        table.add_row(job["job"], " ".join(job["overrides"]), job["status"], *figures)
+    return table
+
+
 class SweepSummary(Callback):
     """Writes `summary.json` and `summary.md` into the sweep directory after the last job."""
 
@@ -62,6 +78,11 @@ class SweepSummary(Callback):
         summary = summarize(sweep_dir)
         write_json_atomic(sweep_dir / "summary.json", summary)
         (sweep_dir / "summary.md").write_text(markdown(summary))
+        console = Console()
+        if not console.is_terminal:  # a log or a pipe: one line per job
+            longest = max((len(" ".join(job["overrides"])) for job in summary["jobs"]), default=0)
+            console.width = max(120, longest + 80)
+        console.print(summary_table(summary))
         counts = summary["status_counts"]
         unfinished = sum(n for status, n in counts.items() if status != "completed")
         report = log.warning if unfinished else log.info

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnn_study.callbacks.safeguards import DivergenceGuard, FrozenBatchNorm, RngState
+from cnn_study.console import print_run_summary, quiet_noise
 from cnn_study.data.in_memory import InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, interruption, user_error
 from cnn_study.inputs import declared_input
@@ -33,7 +33,6 @@ from cnn_study.provenance import environment
 from cnn_study.rundir import (
     COMPLETED,
     CONFIG_FILE,
-    RESULTS_FILE,
     RUNNING,
     ended_status,
     read_results,
@@ -45,17 +44,6 @@ log = logging.getLogger(__name__)
 
 EVAL_WEIGHTS = ("best", "last")
 OBJECTIVE_DIRECTIONS = ("maximize", "minimize")
-
-
-def silence_inapplicable_warnings() -> None:
-    """Hide Lightning warnings that do not apply to cnn_study's runs (called when a run or a
-    benchmark builds its objects, not on import, so importing the package changes nothing)."""
-    # Batches are slices of in-memory tensors: DataLoader workers would only add overhead.
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # Metrics are logged per epoch on purpose (no per-step sync): this hint does not apply.
-    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-    # Lightning's own use of a torch API deprecated in torch 2.14; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def checkpoint_callbacks(
@@ -175,7 +163,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         write_results(output_dir, results)
-    log.info("results: %s", output_dir / RESULTS_FILE)
+    if rank_zero_only.rank == 0:
+        print_run_summary(results, output_dir)
     return results
 
 
@@ -224,7 +213,7 @@ def build(
 
     `resumed_step`: the global step a resumed run continues from; TensorBoard hides what an
     interrupted process logged after it, so every epoch keeps one point."""
-    silence_inapplicable_warnings()
+    quiet_noise()
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the class count and the normalisation come from the data
@@ -306,6 +295,7 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
     results = {
         **test_metrics,
         "best_val/acc": float(best_score) if best_score is not None else None,
+        "best_val_epoch": _checkpoint_epoch(best_path) if best_path else None,
         "val/acc": float(last_val_acc) if last_val_acc is not None else None,
         "params_total": total,
         "params_trainable": trainable,
@@ -319,12 +309,23 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
     return results
 
 
+def _checkpoint_epoch(path: str) -> int | None:
+    """The epoch a checkpoint was saved in (memory-mapped: its weights are not read)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+    except (OSError, KeyError, RuntimeError):
+        return None
+
+
 def _log_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Put the config beside the test metrics in TensorBoard's HPARAMS tab."""
+    """Write the test metrics to every logger once, with the config beside them
+    (TensorBoard: its HPARAMS tab)."""
     params = {k: v for k, v in config.items() if k not in ("paths",)}
+    step = trainer.global_step
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=metrics)
+        if isinstance(logger, TensorBoardLogger):  # writes the metrics and the hparams link
+            logger.log_hyperparams(params, metrics=metrics, step=step)
         else:
             logger.log_hyperparams(params)
+            logger.log_metrics(metrics, step=step)
         logger.finalize("success")

@@ -120,6 +120,17 @@ def test_notebook_runs_on_a_sweep(tiny_sweep, monkeypatch: pytest.MonkeyPatch) -
     assert len(images) == 1 + 4  # the validation curves, one Grad-CAM figure per run
 
 
+def test_notebook_says_why_it_stops_on_a_folder_without_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("CNN_STUDY_SWEEP", str(tmp_path))
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "study_report.ipynb", 4)
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match=r"no results\.json under"):
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+
+
 def test_best_by_objective_follows_the_direction_and_refuses_mixed_objectives() -> None:
     def run(path: str, loss: float, direction: str = "minimize") -> Run:
         results = {"status": "completed", "overrides": [path], "test/loss": loss,

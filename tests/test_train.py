@@ -60,6 +60,13 @@ def test_cli_fast_dev_run_writes_complete_results(tmp_path: Path) -> None:
     config = (results_file.parent / "config.yaml").read_text()
     assert "${" not in config and "_target_: cnn_study.models.cnn.build_cnn" in config
     assert list(work.iterdir()) == []  # nothing written where the user stands
+    # The run reports itself, without adverts, watcher chatter or a column of zero FLOPs.
+    summary = result.stdout[result.stdout.index("cnn_study run: completed") :]
+    assert f"test accuracy     │ {results['test/acc']:.4f}" in summary
+    assert f"│ results           │ {results_file}" in summary
+    output = result.stdout + result.stderr
+    assert "Tip:" not in output and "Directory watcher" not in output
+    assert "Total FLOPs: 0" not in output and "Total FLOPs:" in output
 
 
 def test_cli_unknown_option_lists_the_valid_ones(tmp_path: Path) -> None:
@@ -92,19 +99,26 @@ def test_multirun_grid_runs_nine_jobs_each_with_results(tmp_path: Path) -> None:
         config = (job / "config.yaml").read_text()
         grid.add(tuple(sorted(results["overrides"])[1:]))
         assert "weight_decay" in config
+        row = f"│ {job.name}   │ {' '.join(results['overrides'])}"
+        assert row in result.stdout, row  # the sweep ends with a table of its jobs
     assert len(grid) == 9
 
 
-def test_training_logs_scalars_hparams_and_checkpoints(compose_cfg: ComposeFn, tmp_path: Path):
+def test_training_logs_scalars_hparams_and_checkpoints(
+    compose_cfg: ComposeFn, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     cfg = compose_cfg("data=fake", "trainer.max_epochs=2", output_dir=tmp_path / "run")
     results = run(cfg)
     run_dir = tmp_path / "run"
+    printed = capsys.readouterr().out
+    assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in printed
+    assert f"(epoch {results['best_val_epoch']})" in printed
     logged = scalars(run_dir)
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr",
                 "train/first_conv_grad_abs_mean"):  # fmt: skip
         assert len(logged[tag]) == 2, tag  # once per epoch
     assert all(0 < g < 10 for g in logged["train/first_conv_grad_abs_mean"])
-    assert logged["test/acc"][-1] == pytest.approx(results["test/acc"])
+    assert logged["test/acc"] == [pytest.approx(results["test/acc"])]  # written once
     hparams = PluginEventAccumulator(str(run_dir / "tensorboard"))
     hparams.Reload()
     content = hparams.PluginTagToContent("hparams")
