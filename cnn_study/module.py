@@ -128,13 +128,10 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
         per_class = values.pop(PER_CLASS_AUROC)
-        # Into trainer.callback_metrics only: `train.run` writes them to the loggers once,
-        # beside the config (TensorBoard's HPARAMS tab), instead of twice.
-        self.log("test/loss", self.test_loss.compute(), logger=False)
-        self.log_dict({f"test/{name}": value for name, value in values.items()}, logger=False)
+        self.log("test/loss", self.test_loss.compute())
+        self.log_dict({f"test/{name}": value for name, value in values.items()})
         self.log_dict(
-            {f"test/auroc/{name}": value for name, value in zip(self.class_names, per_class)},
-            logger=False,
+            {f"test/auroc/{name}": value for name, value in zip(self.class_names, per_class)}
         )
         self.test_metrics.reset()
         self.test_loss.reset()

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.tensorboard.summary import hparams
 
 from cnn_study.callbacks.safeguards import DivergenceGuard, FrozenBatchNorm, RngState
 from cnn_study.console import print_run_summary, quiet_noise
@@ -318,14 +319,26 @@ def _checkpoint_epoch(path: str) -> int | None:
 
 
 def _log_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Write the test metrics to every logger once, with the config beside them
-    (TensorBoard: its HPARAMS tab)."""
+    """Record the config with every logger; in TensorBoard, link it to the test metrics the
+    module logged (the HPARAMS tab) without writing those metrics a second time."""
     params = {k: v for k, v in config.items() if k not in ("paths",)}
-    step = trainer.global_step
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):  # writes the metrics and the hparams link
-            logger.log_hyperparams(params, metrics=metrics, step=step)
-        else:
-            logger.log_hyperparams(params)
-            logger.log_metrics(metrics, step=step)
+        logger.log_hyperparams(params)
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            experiment, start, end = hparams(_flat(params), dict.fromkeys(metrics, 0.0))
+            writer = logger.experiment._get_file_writer()  # as Lightning's own logger does
+            for summary in (experiment, start, end):
+                writer.add_summary(summary)
         logger.finalize("success")
+
+
+def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → {"a/b": value}, values TensorBoard takes (others as text)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{name}/")
+        else:
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
