@@ -72,7 +72,13 @@ def test_option_composes_and_trains(
     gap4_bn_weights: Path,
 ) -> None:
     overrides = [f"{group}={option}", *data_overrides(group, option, cifar_folder, image_folder)]
-    if (group, option) != ("trainer", "debug"):
+    if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
+        cfg = compose_cfg(*overrides)  # composes here; trains where a GPU is
+        assert (cfg.trainer.accelerator, cfg.trainer.devices) == ("gpu", 1)
+        pytest.skip("trainer=gpu trains only on a CUDA machine")
+    if (group, option) == ("trainer", "ddp"):
+        overrides += ["trainer.accelerator=cpu"]  # one gloo process here; 2 in test_distributed
+    if (group, option) != ("trainer", "debug") and group != "debug":  # debug: short already
         overrides += QUICK
     if (group, option) != ("callbacks", "none"):
         overrides += NO_FIGURES
@@ -90,3 +96,18 @@ def test_option_composes_and_trains(
     assert results["status"] == "completed"
     assert 0.0 <= results["test/acc"] <= 1.0
     assert results["params_trainable"] > 0
+
+
+@pytest.mark.parametrize(("option", "epochs"), [("fast", 1), ("limit", 1), ("overfit", 20)])
+def test_debug_wins_over_the_experiment(option: str, epochs: int, compose_cfg: ComposeFn) -> None:
+    cfg = compose_cfg("experiment=a3_grid", f"debug={option}")
+    assert cfg.trainer.max_epochs == epochs or cfg.trainer.fast_dev_run is True
+    assert compose_cfg("experiment=a3_grid").trainer.max_epochs == 10
+
+
+def test_early_stopping_stops_when_val_acc_stalls(compose_cfg: ComposeFn) -> None:
+    """Fake data is learnt in a couple of epochs; then val/acc stalls at 1.0."""
+    cfg = compose_cfg("data=fake", "callbacks=early_stopping", "trainer.max_epochs=30",
+                      "callbacks.early_stopping.patience=1", *NO_FIGURES)  # fmt: skip
+    results = run(cfg)
+    assert results["status"] == "completed" and results["epochs"] < 30

@@ -19,8 +19,8 @@ def test_ddp_on_cpu_trains_and_evaluates_without_duplicates(tmp_path: Path) -> N
     # 37 test images in batches of 8 on 2 processes: DistributedSampler would pad one duplicate.
     data = ("data=fake", "data.train_size=64", "data.test_size=37", "data.eval_batch_size=8")
     done = cli(
-        *data, "trainer=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1",
-        *NO_FIGURES, f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        *data, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.max_epochs=1", *NO_FIGURES, f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "distributed_backend=gloo" in done.stdout + done.stderr

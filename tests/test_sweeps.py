@@ -47,8 +47,9 @@ def test_slurm_launcher_config_composes(compose_cfg: ComposeFn) -> None:
 
 
 def test_optuna_search_marks_a_diverged_trial_failed_and_goes_on(tmp_path: Path) -> None:
-    # An experiment of the user's own, beside the package's: a search where lr=1e30 diverges.
-    configs = tmp_path / "configs" / "experiment"
+    # A search of the user's own, beside the package's: one where lr=1e30 diverges. No -m:
+    # an hparams_search switches Hydra to multirun by itself.
+    configs = tmp_path / "configs" / "hparams_search"
     configs.mkdir(parents=True)
     (configs / "optuna_probe.yaml").write_text(
         "# @package _global_\n"
@@ -58,7 +59,7 @@ def test_optuna_search_marks_a_diverged_trial_failed_and_goes_on(tmp_path: Path)
     )
     sweep_dir = tmp_path / "sweep"
     done = cli(
-        "-m", *QUICK, "experiment=optuna_probe", "data=fake",
+        *QUICK, "hparams_search=optuna_probe", "data=fake",
         "objective.metric=test/loss", "objective.direction=minimize",
         f"hydra.searchpath=[file://{tmp_path / 'configs'}]", f"hydra.sweep.dir={sweep_dir}",
         cwd=tmp_path,
@@ -85,7 +86,7 @@ def test_objective_is_read_from_the_results_the_config_names(compose_cfg: Compos
     chosen = compose_cfg("objective.metric=test/loss", "objective.direction=minimize")
     assert objective_value(chosen, results) == 1.25
     assert objective_value(compose_cfg("objective.metric=val/f1"), results) is None
-    search = compose_cfg("experiment=a3_optuna", "objective.direction=minimize")
+    search = compose_cfg("hparams_search=a3_optuna", "objective.direction=minimize")
     assert search.hydra.sweeper.direction == "minimize"
 
 
