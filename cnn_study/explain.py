@@ -16,18 +16,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from PIL import Image
+from omegaconf import MISSING
 
 from cnn_study import paths
 from cnn_study.attribution import grad_cam
-from cnn_study.data.decode import IMAGE_SUFFIXES, decode_square, why_unreadable
+from cnn_study.data.decode import image_files, square_batches
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import gradcam_figure
+from cnn_study.inputs import displayable
 from cnn_study.module import load_classifier
+from cnn_study.tool import run_tool
 
 log = logging.getLogger("cnn_study.explain")
 
@@ -43,26 +42,10 @@ class ExplainArgs:
     batch_size: int = 16
 
 
-def image_files(images: Any) -> list[Path]:
-    """Image files named by a folder (searched recursively), a file, or a list of either."""
-    entries = images if isinstance(images, list | tuple) else [images]
-    files: list[Path] = []
-    for entry in map(lambda e: Path(str(e)).expanduser(), entries):
-        if entry.is_dir():
-            files += sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif entry.is_file():
-            files.append(entry)
-        else:
-            raise CnnStudyError(f"images: {entry} is neither a folder nor a file")
-    if not files:
-        raise CnnStudyError(f"images: no image files (.jpg, .png, .gif, .tiff, …) in {images}")
-    return files
-
-
 def explain(args: ExplainArgs) -> list[Path]:
     """Write one Grad-CAM figure per image; return their paths."""
     model = load_classifier(args.ckpt)
-    size = model.input_spec.size
+    size = model.input_spec.decode_side
     if size is None:
         raise CnnStudyError(
             f"{args.ckpt}: its network declares no input size, so images cannot be batched"
@@ -71,21 +54,13 @@ def explain(args: ExplainArgs) -> list[Path]:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.output_dir) if args.output_dir else paths.output_root() / "explain" / stamp
     out.mkdir(parents=True, exist_ok=True)
-    written, skipped = [], []
-    for start in range(0, len(files), args.batch_size):
-        chunk, decoded = [], []
-        for path in files[start : start + args.batch_size]:
-            try:
-                decoded.append(decode_square(path, size))
-                chunk.append(path)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-                skipped.append(f"{path} ({why_unreadable(error)})")
-        if not chunk:
-            continue
-        pixels = np.stack(decoded)
+    written: list[Path] = []
+    skipped: list[str] = []
+    for chunk, pixels in square_batches(files, size, args.batch_size, skipped):
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         maps, predictions = grad_cam(model, images, layer=args.layer)
-        for path, image, heat, label in zip(chunk, pixels, maps.numpy(), predictions.tolist()):
+        shown = displayable(images, model.input_spec)  # as the network sees them
+        for path, image, heat, label in zip(chunk, shown, maps.numpy(), predictions.tolist()):
             figure = gradcam_figure(image[None], heat[None], None, [model.class_names[label]])
             target = out / f"{path.stem}_gradcam.png"
             figure.savefig(target, dpi=110)
@@ -98,22 +73,7 @@ def explain(args: ExplainArgs) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    try:
-        args = OmegaConf.merge(OmegaConf.structured(ExplainArgs), OmegaConf.from_dotlist(argv))
-        missing = sorted(OmegaConf.missing_keys(args))
-        if missing:
-            raise CnnStudyError(f"missing: {', '.join(missing)} (see --help)")
-        written = explain(OmegaConf.to_object(args))  # type: ignore[arg-type]
-    except (CnnStudyError, OmegaConfBaseException) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    return run_tool(__doc__, ExplainArgs, explain, argv)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,15 @@ _DECLARED = "cnn_study_input_spec"  # written by `declare_input`, read by `decla
 @dataclass(frozen=True)
 class InputSpec:
     """Square side in pixels (None: as stored), per-channel mean and std of [0, 1] pixels
-    (None: not fixed by the weights, so the training split's), and the interpolation that
-    resizes to `size`."""
+    (None: not fixed by the weights, so the training split's), the interpolation that
+    resizes to `size`, and the square side the training images were decoded to before
+    that (`decoded_size`; None: unknown), so that new images take the same path."""
 
     size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     interpolation: str = "bilinear"
+    decoded_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -71,7 +73,13 @@ class InputSpec:
             channels("mean"),
             channels("std"),
             values.get("interpolation") or "bilinear",
+            values.get("decoded_size"),
         )
+
+    @property
+    def decode_side(self) -> int | None:
+        """The square side to decode a new image file to: the training images' own."""
+        return self.decoded_size or self.size
 
 
 def declare_input(network: nn.Module, spec: InputSpec) -> nn.Module:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,3 +132,36 @@ def decode_resized(
     if not images:
         return torch.empty(0, 3, size, size, dtype=torch.uint8), failed
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), failed
+
+
+def image_files(images: Any) -> list[Path]:
+    """Image files named by a folder (searched recursively), a file, or a list of either."""
+    entries = images if isinstance(images, list | tuple) else [images]
+    files: list[Path] = []
+    for entry in (Path(str(e)).expanduser() for e in entries):
+        if entry.is_dir():
+            files += sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            raise CnnStudyError(f"images: {entry} is neither a folder nor a file")
+    if not files:
+        raise CnnStudyError(f"images: no image files (.jpg, .png, .gif, .tiff, …) in {images}")
+    return files
+
+
+def square_batches(
+    files: list[Path], size: int, batch_size: int, skipped: list[str]
+) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """`files` decoded as size² squares (`decode_square`), `batch_size` at a time, as
+    (paths, N×size×size×3 uint8); an unreadable file is left out and named in `skipped`."""
+    for start in range(0, len(files), batch_size):
+        paths, pixels = [], []
+        for path in files[start : start + batch_size]:
+            try:
+                pixels.append(decode_square(path, size))
+                paths.append(path)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                skipped.append(f"{path} ({why_unreadable(error)})")
+        if paths:
+            yield paths, np.stack(pixels)
