@@ -12,6 +12,7 @@ guards close that gap:
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import types
 import typing
@@ -284,6 +285,19 @@ def check_ranges(cfg: DictConfig) -> None:
             )
 
 
+# Targets that need an optional extra: (module to import, the extra that installs it).
+OPTIONAL_TARGETS = {"lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow")}
+
+
+def check_optional(node: DictConfig, key_path: str) -> None:
+    """A target from an optional extra that is not installed: say which extra, before work."""
+    needed = OPTIONAL_TARGETS.get(str(node.get("_target_")))
+    if needed is not None and importlib.util.find_spec(needed[0]) is None:
+        raise CnnStudyError(
+            f"{key_path} needs the {needed[0]} package: pip install 'cnn_study[{needed[1]}]'"
+        )
+
+
 def check_targets(cfg: DictConfig) -> None:
     """Check every node with a `_target_`: a group's own (`arch`, `optimizer`, …) and those
     a group lists by name (`callbacks.*`, `logger.*`), with their nested targets."""
@@ -291,8 +305,10 @@ def check_targets(cfg: DictConfig) -> None:
         if group == "hydra" or not isinstance(node, DictConfig):
             continue
         if "_target_" in node:
+            check_optional(node, str(group))
             check_node(node, str(group))
             continue
         for name, child in node.items():
             if isinstance(child, DictConfig) and "_target_" in child:
+                check_optional(child, f"{group}.{name}")
                 check_node(child, f"{group}.{name}")

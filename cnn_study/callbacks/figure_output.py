@@ -1,4 +1,5 @@
-"""Where test-time figures go: a PNG in the run's `figures/` and an image in TensorBoard."""
+"""Where test-time figures go: a PNG in the run's `figures/`, an image in TensorBoard, an
+artifact in MLflow."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
@@ -20,6 +21,8 @@ def publish_figure(trainer: L.Trainer, figure: Figure, name: str, step: int = 0)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name.replace('/', '_')}.png"
     figure.savefig(path, dpi=110)
+    for tracker in (lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)):
+        tracker.experiment.log_artifact(tracker.run_id, str(path), artifact_path="figures")
     boards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
     if boards:  # log the rendered PNG: drawing the figure a second time costs seconds
         with Image.open(path) as png:
