@@ -43,13 +43,7 @@ def compose_cfg(tmp_path: Path) -> ComposeFn:
     """Compose the app's config with overrides, its output dir under tmp_path."""
 
     def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-        with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
-            cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir or tmp_path / "run")
-            cfg.hydra.runtime.output_dir = cfg.paths.output_dir
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+        return compose_run_config(output_dir or tmp_path / "run", *overrides)
 
     return _compose
 
@@ -83,3 +77,13 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("image-folder")
     write_class_tree(root, ["cats", "dogs", "owls"], per_class=10, seed=3)
     return root
+
+
+def compose_run_config(output_dir: Path, *overrides: str) -> DictConfig:
+    """A run's config composed as the command line would, its outputs in `output_dir`."""
+    with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg

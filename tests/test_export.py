@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from cnn_study import export
 from cnn_study.data.decode import decode_square, image_files
 from cnn_study.module import load_classifier
 from cnn_study.train import run
-from tests.conftest import NO_FIGURES, ComposeFn
+from tests.conftest import NO_FIGURES, compose_run_config
 
 
 def export_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -23,10 +24,12 @@ def export_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=cwd, timeout=600)  # fmt: skip
 
 
-@pytest.fixture
-def checkpoint_and_images(compose_cfg: ComposeFn, image_folder: Path, tmp_path: Path):
-    results = run(compose_cfg("data=image_folder", f"data.root={image_folder}",
-                              "arch=cnn3_bn", "trainer=debug", *NO_FIGURES))  # fmt: skip
+@pytest.fixture(scope="module")
+def checkpoint_and_images(image_folder: Path, tmp_path_factory: pytest.TempPathFactory):
+    cfg = compose_run_config(tmp_path_factory.mktemp("export-run"), "data=image_folder",
+                             f"data.root={image_folder}", "arch=cnn3_bn", "trainer=debug",
+                             *NO_FIGURES)  # fmt: skip
+    results = run(cfg)
     model = load_classifier(results["checkpoint_last"])
     size = model.input_spec.size
     files = image_files(image_folder)[::4]
@@ -54,7 +57,7 @@ def test_onnx_export_matches_pytorch(checkpoint_and_images, tmp_path: Path) -> N
 
 
 def test_torchscript_export_matches_pytorch(
-    checkpoint_and_images, image_folder: Path, tmp_path: Path
+    checkpoint_and_images, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     checkpoint, images, expected, _ = checkpoint_and_images
     target = tmp_path / "model.pt"
@@ -64,9 +67,10 @@ def test_torchscript_export_matches_pytorch(
     with torch.no_grad():
         got = torch.jit.load(str(target))(images)
     assert torch.allclose(got, expected, atol=1e-5)
-    checked = export_cli(f"ckpt={checkpoint}", "format=torchscript", f"output={target}",
-                         f"check_images={image_folder}", cwd=tmp_path)  # fmt: skip
-    difference = float(checked.stdout.split("on 30 images: ")[1].split()[0])
-    assert checked.returncode == 0 and difference < 1e-5
-    wrong = export_cli(f"ckpt={checkpoint}", "format=tflite", cwd=tmp_path)
-    assert wrong.returncode == 2 and "choose one of ['onnx', 'torchscript']" in wrong.stderr
+    # In-process through the same `main` as the command line:
+    code = export.main([f"ckpt={checkpoint}", "format=torchscript", f"output={target}",
+                        f"check_images={image_folder}"])  # fmt: skip
+    difference = float(capsys.readouterr().out.split("on 30 images: ")[1].split()[0])
+    assert code == 0 and difference < 1e-5
+    assert export.main([f"ckpt={checkpoint}", "format=tflite"]) == 2
+    assert "choose one of ['onnx', 'torchscript']" in capsys.readouterr().err

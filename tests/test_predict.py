@@ -12,26 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnn_study import predict
 from cnn_study.data.decode import decode_square
 from cnn_study.module import load_classifier
 from cnn_study.train import run
-from tests.conftest import NO_FIGURES
+from tests.conftest import NO_FIGURES, compose_run_config
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> dict:
-    from hydra import compose, initialize_config_module
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
     out = tmp_path_factory.mktemp("predict-run")
-    overrides = ["data=image_folder", f"data.root={image_folder}", "data.image_size=40",
-                 "arch=cnn3", "trainer=cpu", "trainer.max_epochs=3", *NO_FIGURES]  # fmt: skip
-    with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_run_config(out, "data=image_folder", f"data.root={image_folder}",
+                             "data.image_size=40", "arch=cnn3", "trainer=cpu",
+                             "trainer.max_epochs=3", *NO_FIGURES)  # fmt: skip
     return run(cfg)
 
 
@@ -67,15 +60,16 @@ def test_predict_a_class_tree(trained: dict, image_folder: Path, tmp_path: Path)
     assert (output.parent / "confusion.png").is_file()
 
 
-def test_predict_files_without_classes_and_bad_input(trained: dict, image_folder: Path,
-                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_predict_files_without_classes_and_bad_input(
+    trained: dict, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """In-process through the same `main` as the command line (the CLI test is above)."""
     files = sorted(image_folder.rglob("*.png"))[:3]
     listed = "[" + ",".join(str(f) for f in files) + "]"
     output = tmp_path / "preds.csv"
-    done = predict_cli(f"ckpt={trained['checkpoint_last']}", f"images={listed}",
-                       f"output={output}", cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "accuracy" not in done.stdout
+    code = predict.main([f"ckpt={trained['checkpoint_last']}", f"images={listed}",
+                         f"output={output}"])  # fmt: skip
+    assert code == 0 and "accuracy" not in capsys.readouterr().out
     with output.open() as handle:
         header, *rows = list(csv.reader(handle))
     assert "true" not in header and [row[0] for row in rows] == [str(f) for f in files]
@@ -91,6 +85,5 @@ def test_predict_files_without_classes_and_bad_input(trained: dict, image_folder
             "batch_sise",
         ),
     ]:
-        failed = predict_cli(*args, cwd=tmp_path)
-        assert failed.returncode == 2 and message in failed.stderr, failed.stderr[-500:]
-        assert "Traceback" not in failed.stderr
+        assert predict.main(list(args)) == 2
+        assert message in capsys.readouterr().err
