@@ -73,8 +73,14 @@ def run_summary(results: dict[str, Any], output_dir: Path) -> Table:
     return table
 
 
-def print_run_summary(results: dict[str, Any], output_dir: Path) -> None:
+def print_table(table: Table, longest_cell: int) -> None:
+    """Print on the terminal at its width; into a log or a pipe wide enough that the
+    longest cell (a path, a job's overrides) stays on one line."""
     console = Console()
-    if not console.is_terminal:  # a log or a pipe: keep each path on one line
-        console.width = max(100, len(str(output_dir)) + 80)
-    console.print(run_summary(results, output_dir))
+    if not console.is_terminal:
+        console.width = max(100, longest_cell + 80)
+    console.print(table)
+
+
+def print_run_summary(results: dict[str, Any], output_dir: Path) -> None:
+    print_table(run_summary(results, output_dir), len(str(output_dir)))

@@ -127,7 +127,8 @@ def best_by_objective(rows: list[Row]) -> dict[str, Any] | None:
     if len(objectives) != 1:
         return None
     ((metric, direction),) = objectives
-    scored = [(row, row.mean_of(metric)) for row in rows if row.mean_of(metric) is not None]
+    means = ((row, row.mean_of(metric)) for row in rows)
+    scored = [(row, value) for row, value in means if value is not None]
     if not scored:
         return None
     pick = max if direction == "maximize" else min
@@ -138,7 +139,10 @@ def best_by_objective(rows: list[Row]) -> dict[str, Any] | None:
 
 def _best_markdown(best: dict[str, Any] | None) -> str:
     if best is None:
-        return "No configuration ranked: the runs were optimised for different objectives."
+        return (
+            "No configuration ranked: the runs were optimised for different objectives, or "
+            "none recorded its objective's metric."
+        )
     return (
         f"Best by the runs' objective ({best['metric']}, {best['direction']}): "
         f"`{' '.join(best['configuration']) or '(defaults)'}` with {best['value']:.4f} "

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +98,66 @@ class Run:
         return tuple(sorted(o for o in self.overrides if not o.lstrip("+~").startswith("seed=")))
 
     @cached_property
-    def _scalars(self) -> dict[str, list[float]]:
+    def _board(self) -> EventAccumulator | None:
         board = self.path / TENSORBOARD_DIR
         if not board.is_dir():
-            return {}
+            return None
         events = EventAccumulator(str(board))
         events.Reload()
-        return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+        return events
+
+    def _events(self, tag: str) -> list[Any]:
+        board = self._board
+        return board.Scalars(tag) if board and tag in board.Tags()["scalars"] else []
 
     def curve(self, tag: str) -> list[float]:
         """A scalar's values per logged step, read with TensorBoard's own reader."""
-        return self._scalars.get(tag, [])
+        return [event.value for event in self._events(tag)]
+
+    def epoch_seconds(self, tag: str = "val/acc") -> list[float]:
+        """Wall seconds of each epoch from TensorBoard's event times: from the log's first
+        event to the first epoch's `tag`, then between consecutive epochs' `tag`."""
+        events = self._events(tag)
+        if not events or self._board is None:
+            return []
+        times = [self._board.FirstEventTimestamp(), *(event.wall_time for event in events)]
+        return [later - earlier for earlier, later in pairwise(times)]
 
 
 def find_runs(folders: list[Path]) -> list[Run]:
     """Every run below `folders`, in path order."""
     files = sorted({f for folder in folders for f in folder.rglob(RESULTS_FILE)})
     return [Run(f.parent, json.loads(f.read_text())) for f in files]
+
+
+def describe_runs(folders: list[Path]) -> list[str]:
+    """One line per run below `folders`: status, test accuracy, training time and the
+    seconds of each epoch with the slowest over the first (a run that slows down shows)."""
+    lines = []
+    for run in find_runs(folders):
+        seconds = run.epoch_seconds()
+        accuracy = run.results.get("test/acc")
+        parts = [f"{run.path}: {run.status}"]
+        if isinstance(accuracy, float):
+            parts.append(f"test acc {accuracy:.4f}")
+        parts.append(f"train {run.results.get('train_time_s')} s")
+        if seconds:
+            parts.append(f"epochs (s) {' '.join(f'{t:.1f}' for t in seconds)}")
+            parts.append(f"max/first {max(seconds) / seconds[0]:.2f}")
+        lines.append(", ".join(parts))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cnn_study.rundir <folder> ...`: what the runs below the folders say."""
+    folders = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
+    if not folders or str(folders[0]) in ("-h", "--help"):
+        print(main.__doc__)
+        return 0
+    lines = describe_runs(folders)
+    print("\n".join(lines) if lines else f"no {RESULTS_FILE} below {', '.join(map(str, folders))}")
+    return 0 if lines else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

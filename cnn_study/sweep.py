@@ -14,9 +14,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
+from cnn_study.console import print_table
 from cnn_study.rundir import find_runs, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for job in summary["jobs"]:
-        figures = [
-            f"{job[key]:.4f}" if isinstance(job[key], float) else ""
-            for key in ("test/acc", "best_val/acc", "objective_value")
-        ]
+        figures = _figures(job, missing="")
         objective = f"{job['objective']} {figures[2]}" if figures[2] else ""
         note = (job["error"] or "").replace("|", "/").splitlines()[0] if job["error"] else ""
         lines.append(
@@ -54,17 +51,21 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figures(job: dict[str, Any], missing: str) -> list[str]:
+    """A job's test accuracy, best validation accuracy and objective value, as text."""
+    return [
+        f"{job[key]:.4f}" if isinstance(job[key], float) else missing
+        for key in ("test/acc", "best_val/acc", "objective_value")
+    ]
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The sweep's jobs as the table a sweep ends with on the console."""
     table = Table(title="cnn_study sweep")
     for column in ("job", "overrides", "status", "test acc", "best val acc", "objective"):
         table.add_column(column)
     for job in summary["jobs"]:
-        figures = [
-            f"{job[key]:.4f}" if isinstance(job[key], float) else "—"
-            for key in ("test/acc", "best_val/acc", "objective_value")
-        ]
-        table.add_row(job["job"], " ".join(job["overrides"]), job["status"], *figures)
+        table.add_row(job["job"], " ".join(job["overrides"]), job["status"], *_figures(job, "—"))
     return table
 
 
@@ -78,11 +79,8 @@ class SweepSummary(Callback):
         summary = summarize(sweep_dir)
         write_json_atomic(sweep_dir / "summary.json", summary)
         (sweep_dir / "summary.md").write_text(markdown(summary))
-        console = Console()
-        if not console.is_terminal:  # a log or a pipe: one line per job
-            longest = max((len(" ".join(job["overrides"])) for job in summary["jobs"]), default=0)
-            console.width = max(120, longest + 80)
-        console.print(summary_table(summary))
+        longest = max((len(" ".join(job["overrides"])) for job in summary["jobs"]), default=0)
+        print_table(summary_table(summary), longest)
         counts = summary["status_counts"]
         unfinished = sum(n for status, n in counts.items() if status != "completed")
         report = log.warning if unfinished else log.info

@@ -21,6 +21,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from cnn_study.data.fake import FakeDataModule
 from cnn_study.module import load_classifier
+from cnn_study.rundir import Run, describe_runs
 from cnn_study.train import run
 from tests.conftest import NO_FIGURES, ComposeFn
 
@@ -129,6 +130,11 @@ def test_training_logs_scalars_hparams_and_checkpoints(
     assert Path(results["checkpoint_best"]).is_file()
     assert Path(results["checkpoint_last"]).is_file()
     assert results["epochs"] == 2 and results["best_val/acc"] == max(logged["val/acc"])
+    seconds = Run(run_dir, results).epoch_seconds()  # from TensorBoard's event times
+    assert len(seconds) == 2 and all(t > 0 for t in seconds)
+    (line,) = describe_runs([run_dir])
+    assert f"completed, test acc {results['test/acc']:.4f}" in line
+    assert f"max/first {max(seconds) / seconds[0]:.2f}" in line
     assert results["test/acc"] > 0.3  # the fake classes are learnable in two epochs
 
 
