@@ -56,7 +56,8 @@ def explain(args: ExplainArgs) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     skipped: list[str] = []
-    for chunk, pixels in square_batches(files, size, args.batch_size, skipped):
+    crop = model.input_spec.crop_fraction
+    for chunk, pixels in square_batches(files, size, args.batch_size, skipped, crop):
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         maps, predictions = grad_cam(model, images, layer=args.layer)
         shown = displayable(images, model.input_spec)  # as the network sees them

@@ -143,10 +143,10 @@ def largest_difference(
 ) -> tuple[float, int]:
     """The largest difference between the exported model's probabilities and PyTorch's on
     the images under `images`, decoded to the input size the export takes."""
-    size = model.preprocess.spec.size
+    spec = model.preprocess.spec
     batches = [
         torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-        for _, pixels in square_batches(image_files(images), size, 64, [])
+        for _, pixels in square_batches(image_files(images), spec.size, 64, [], spec.crop_fraction)
     ]
     run = exported_runner(target, model_format)
     largest = 0.0

@@ -30,15 +30,20 @@ class InputSpec:
     """Square side in pixels (None: as stored), per-channel mean and std of [0, 1] pixels
     (None: not fixed by the weights, so the training split's), the interpolation that
     resizes to `size`, and the square side the training images were decoded to before
-    that (`decoded_size`; None: unknown), so that new images take the same path."""
+    that (`decoded_size`; None: unknown) and the central share of the shorter side kept
+    when decoding (`crop_fraction`, 0.875 after full-resolution training), so that new
+    images take the evaluation path of training."""
 
     size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     interpolation: str = "bilinear"
     decoded_size: int | None = None
+    crop_fraction: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.crop_fraction <= 1:
+            raise CnnStudyError(f"crop_fraction {self.crop_fraction}: must be in (0, 1]")
         if self.interpolation not in INTERPOLATIONS:
             raise CnnStudyError(
                 f"interpolation {self.interpolation!r}; choose one of {list(INTERPOLATIONS)}"
@@ -74,6 +79,7 @@ class InputSpec:
             channels("std"),
             values.get("interpolation") or "bilinear",
             values.get("decoded_size"),
+            values.get("crop_fraction") or 1.0,
         )
 
     @property

@@ -101,7 +101,9 @@ def predict(args: PredictArgs) -> list[str]:
         writer = csv.writer(handle)
         writer.writerow(["path", "predicted", "probability", *(["true"] if truth else []),
                          *(f"p_{name}" for name in names)])  # fmt: skip
-        batches = square_batches(files, size, args.batch_size, skipped)
+        batches = square_batches(
+            files, size, args.batch_size, skipped, model.input_spec.crop_fraction
+        )
         total = -(-len(files) // args.batch_size)
         for chunk, pixels in tqdm(batches, total=total, desc="predict", unit="batch"):
             images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)

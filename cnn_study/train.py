@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,10 +222,7 @@ def build(
     network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
     network = instantiate(cfg.finetune)(network)
     # Trained weights brought their own normalisation; fresh ones take the training split's.
-    input_spec = replace(
-        declared_input(network).completed(datamodule.mean, datamodule.std),
-        decoded_size=int(datamodule.splits.train_images.shape[-1]),
-    )
+    input_spec = datamodule.fit_input(declared_input(network))
     # A partial, so that Hydra does not merge (and instantiate) the run_config dict.
     module = instantiate(cfg.module, _partial_=True)(
         net=network,

@@ -1,1 +1,2 @@
-"""DataModules that hold images as uint8 tensors and hand out whole batches."""
+"""DataModules that hand out whole uint8 batches: held in memory as tensors, or (image
+folders) streamed from their files."""

@@ -87,12 +87,21 @@ def decode_rgb(path: Path) -> np.ndarray:
         return np.asarray(to_rgb(image))
 
 
-def decode_square(path: Path, size: int) -> np.ndarray:
-    """An image file upright (EXIF), RGB, centre-cropped to a square and resized to size²."""
+def decode_upright(path: Path) -> Image.Image:
+    """An image file as an upright (EXIF orientation applied) 8-bit RGB PIL image."""
     with Image.open(path) as image:
-        upright = ImageOps.exif_transpose(image)
-        square = ImageOps.fit(to_rgb(upright), (size, size), method=Image.Resampling.BILINEAR)
-        return np.asarray(square)
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def decode_square(path: Path, size: int, crop_fraction: float = 1.0) -> np.ndarray:
+    """An image file upright (EXIF), RGB, its central square of `crop_fraction` × the
+    shorter side, resized to size² (bilinear): 1.0 keeps the whole shorter side; 0.875 is
+    the resize-to-size/0.875-then-centre-crop of ImageNet evaluation."""
+    bleed = (1.0 - crop_fraction) / 2
+    square = ImageOps.fit(
+        decode_upright(path), (size, size), method=Image.Resampling.BILINEAR, bleed=bleed
+    )
+    return np.array(square)  # writable: torch.from_numpy takes it without a warning
 
 
 def decode_same_size(files: list[Path], description: str) -> Tensor:
@@ -102,6 +111,9 @@ def decode_same_size(files: list[Path], description: str) -> Tensor:
     if len(shapes) != 1:
         raise CnnStudyError(f"{description}: images differ in size {sorted(shapes)[:4]}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def why_unreadable(error: Exception) -> str:
@@ -121,17 +133,31 @@ def decode_resized(
     Returns the tensor of the readable images and (index into `files`, reason) of those
     that could not be read, so the caller can name them before training starts.
     """
-    images: list[np.ndarray] = []
+    # Written in place: the peak is the decoded size itself, not a list plus its stack.
+    images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     failed: list[tuple[int, str]] = []
     for index, path in enumerate(tqdm(files, desc=description, unit="img")):
         try:
-            images.append(decode_square(path, size))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            pixels = decode_square(path, size)
+            images[index - len(failed)] = torch.from_numpy(pixels).permute(2, 0, 1)
+        except UNREADABLE as error:
             log.debug("cannot read %s: %s", path, error)
             failed.append((index, why_unreadable(error)))
-    if not images:
-        return torch.empty(0, 3, size, size, dtype=torch.uint8), failed
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), failed
+    return images[: len(files) - len(failed)], failed
+
+
+def readable_files(files: list[Path], description: str) -> list[tuple[int, str]]:
+    """(index, reason) of the files whose header Pillow cannot read (not an image, a
+    truncated header, a decompression bomb): what decoding everything would skip, found
+    without decoding the pixels."""
+    failed: list[tuple[int, str]] = []
+    for index, path in enumerate(tqdm(files, desc=description, unit="img")):
+        try:
+            with Image.open(path) as image:
+                image.size  # noqa: B018 - opening parses the header; the size is in it
+        except UNREADABLE as error:
+            failed.append((index, why_unreadable(error)))
+    return failed
 
 
 def image_files(images: Any) -> list[Path]:
@@ -151,7 +177,7 @@ def image_files(images: Any) -> list[Path]:
 
 
 def square_batches(
-    files: list[Path], size: int, batch_size: int, skipped: list[str]
+    files: list[Path], size: int, batch_size: int, skipped: list[str], crop_fraction: float = 1.0
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
     """`files` decoded as size² squares (`decode_square`), `batch_size` at a time, as
     (paths, N×size×size×3 uint8); an unreadable file is left out and named in `skipped`."""
@@ -159,9 +185,9 @@ def square_batches(
         paths, pixels = [], []
         for path in files[start : start + batch_size]:
             try:
-                pixels.append(decode_square(path, size))
+                pixels.append(decode_square(path, size, crop_fraction))
                 paths.append(path)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            except UNREADABLE as error:
                 skipped.append(f"{path} ({why_unreadable(error)})")
         if paths:
             yield paths, np.stack(pixels)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lightning as L
 import torch
@@ -21,11 +21,13 @@ from cnn_study.data.loaders import (
     PLACEMENTS,
     DeviceBatches,
     EpochOrder,
-    distributed_batches,
+    TensorImageDataset,
+    batch_loader,
+    epoch_sampler,
     fits_on_device,
-    host_batches,
 )
 from cnn_study.errors import CnnStudyError
+from cnn_study.inputs import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +45,57 @@ class ImageSplits:
     class_names: list[str]
 
 
-def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images in [0, 1] units, computed in chunks."""
-    total = torch.zeros(3, dtype=torch.float64)
-    total_sq = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].to(torch.float64) / 255.0
-        total += block.sum(dim=(0, 2, 3))
-        total_sq += block.pow(2).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
+class ChannelStats:
+    """Per-channel mean and std of uint8 images in [0, 1] units, added a block at a time."""
+
+    def __init__(self) -> None:
+        self.total = torch.zeros(3, dtype=torch.float64)
+        self.total_sq = torch.zeros(3, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, images: Tensor) -> None:
+        # About 64 MiB of float32 at a time, whatever the image size: computing the
+        # statistics must not take several times the memory of the images themselves.
+        chunk = max(1, 2**24 // max(1, images[0].numel() if len(images) else 1))
+        for start in range(0, len(images), chunk):
+            block = images[start : start + chunk]
+            self.total += block.sum(dim=(0, 2, 3), dtype=torch.float64) / 255.0
+            squares = block.float().square().sum(dim=(0, 2, 3), dtype=torch.float64)
+            self.total_sq += squares / 255.0**2
+        self.count += images.shape[0] * images.shape[2] * images.shape[3]
+
+    def result(self) -> tuple[list[float], list[float]]:
+        mean = self.total / self.count
+        std = (self.total_sq / self.count - mean.pow(2)).clamp_min(1e-12).sqrt()
+        return mean.tolist(), std.tolist()
+
+
+def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units."""
+    stats = ChannelStats()
+    stats.add(images)
+    return stats.result()
+
+
+def permute_in_place(tensor: Tensor, order: Tensor) -> None:
+    """`tensor[k] = tensor[order[k]]` for every k (`order` a permutation of its rows),
+    following the permutation's cycles with one row of extra memory instead of a copy."""
+    if sorted(order.tolist()) != list(range(len(tensor))):
+        raise ValueError(f"order is not a permutation of {len(tensor)} rows")
+    source = order.tolist()
+    placed = [False] * len(source)
+    for start in range(len(source)):
+        if placed[start] or source[start] == start:
+            continue
+        first = tensor[start].clone()
+        position = start
+        while not placed[position]:
+            placed[position] = True
+            if source[position] == start:
+                tensor[position] = first
+            else:
+                tensor[position] = tensor[source[position]]
+                position = source[position]
 
 
 def seeded_split(n: int, val_size: int, split_seed: int) -> tuple[Tensor, Tensor]:
@@ -74,6 +115,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
     per-epoch shuffling (see `EpochOrder`).
     """
 
+    placements = PLACEMENTS
+
     def __init__(
         self,
         batch_size: int,
@@ -83,8 +126,11 @@ class InMemoryImageDataModule(L.LightningDataModule):
         order_seed: int = 0,
     ) -> None:
         super().__init__()
-        if placement not in PLACEMENTS:
-            raise CnnStudyError(f"data.placement={placement!r}; choose one of {list(PLACEMENTS)}")
+        if placement not in self.placements:
+            raise CnnStudyError(
+                f"data.placement={placement!r}; choose one of {list(self.placements)}"
+                + ("" if "stream" in self.placements else " (stream: data=image_folder)")
+            )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -114,7 +160,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return len(self.splits.class_names)
+        return len(self.class_names)
 
     @property
     def mean(self) -> list[float]:
@@ -130,6 +176,14 @@ class InMemoryImageDataModule(L.LightningDataModule):
         if self._stats is None:
             raise RuntimeError("call setup() before reading the data")
         return self._stats
+
+    def fit_input(self, spec: InputSpec) -> InputSpec:
+        """A network's declared input, completed by the data: the training split's mean/std
+        where its weights fix none, and the side the images were decoded to (new images
+        are decoded the same way by predict and explain)."""
+        if not spec.has_normalization:
+            spec = spec.completed(self.mean, self.std)
+        return replace(spec, decoded_size=int(self.splits.train_images.shape[-1]))
 
     def training_device(self) -> torch.device:
         """The device batches are consumed on (the CPU outside a Trainer)."""
@@ -160,17 +214,17 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def _batches(self, split: str, batch_size: int, shuffle: bool) -> Iterable:
         images = getattr(self.splits, f"{split}_images")
         labels = getattr(self.splits, f"{split}_labels")
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            return distributed_batches(
-                images, labels, batch_size, shuffle, self.order_seed, trainer, self.num_workers
-            )
-        order = EpochOrder(len(labels), shuffle=shuffle, seed=self.order_seed)
+        order = epoch_sampler(len(labels), shuffle, self.order_seed, self.trainer)
         device = self.training_device()
         if not self.uses_device_path():
-            return host_batches(
-                images, labels, batch_size, order, self.num_workers, device.type == "cuda"
+            return batch_loader(
+                TensorImageDataset(images, labels),
+                batch_size,
+                order,
+                self.num_workers,
+                pin_memory=device.type == "cuda",
             )
+        assert isinstance(order, EpochOrder)
         key = f"{split}@{device}"
         if key not in self._on_device:  # moved once, reused every epoch
             self._on_device[key] = (images.to(device), labels.to(device))

@@ -7,7 +7,7 @@ run would have seen, with no RNG state to save.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
@@ -15,7 +15,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-PLACEMENTS = ("auto", "device", "host")
+PLACEMENTS = ("auto", "device", "host")  # data=image_folder adds "stream"
 # Share of the device's free memory the data may take before `auto` keeps it on the host.
 DEVICE_MEMORY_SHARE = 0.5
 
@@ -104,57 +104,68 @@ class DeviceBatches:
             yield self.images[index], self.labels[index]
 
 
-def host_batches(
-    images: Tensor,
-    labels: Tensor,
+def epoch_sampler(
+    size: int, shuffle: bool, seed: int, trainer: L.Trainer | None, tag_epochs: bool = False
+) -> Sampler:
+    """The order of one split: `EpochOrder` in one process; under DDP this rank's shard.
+
+    Training shards are disjoint and of equal length (DDP needs the same step count on
+    every rank): the last `size % world_size` images of each epoch's permutation are left
+    out, a different few every epoch, instead of repeating images as padding would.
+    Evaluation shards are disjoint and not padded, so no image is counted twice.
+    `tag_epochs`: indices come as (epoch, index), for datasets whose random transforms
+    are a function of both (`cnn_study.data.streaming`)."""
+    if trainer is None or trainer.world_size == 1:
+        return (TaggedOrder if tag_epochs else EpochOrder)(size, shuffle, seed)
+    replicas, rank = trainer.world_size, trainer.global_rank
+    if shuffle:
+        shards = TaggedShards if tag_epochs else DistributedSampler
+        return shards(range(size), replicas, rank, shuffle=True, seed=seed, drop_last=True)
+    shards = TaggedEvalShards if tag_epochs else UnrepeatedDistributedSampler
+    return shards(range(size), replicas, rank, shuffle=False)
+
+
+def batch_loader(
+    dataset: Dataset,
     batch_size: int,
-    sampler: EpochOrder,
+    sampler: Sampler,
     num_workers: int = 0,
     pin_memory: bool = False,
+    collate_fn: Callable = keep_batch,
 ) -> DataLoader:
-    """The ordinary path: a DataLoader over host tensors, same order as `DeviceBatches`."""
-    return DataLoader(
-        TensorImageDataset(images, labels),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=keep_batch,
-        pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
-        # Its own generator: iterating never draws from the global RNG (exact resume).
-        generator=torch.Generator().manual_seed(sampler.seed),
-    )
-
-
-def distributed_batches(
-    images: Tensor,
-    labels: Tensor,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    trainer: L.Trainer,
-    num_workers: int = 0,
-) -> DataLoader:
-    """This process's shard under DDP. Training shards are padded to equal length (DDP
-    needs the same step count everywhere); evaluation shards are not, so that no image is
-    counted twice (DistributedSampler pads with duplicates, biasing the test metrics)."""
-    dataset = TensorImageDataset(images, labels)
-    replicas, rank = trainer.world_size, trainer.global_rank
-    sampler = (
-        DistributedSampler(dataset, replicas, rank, shuffle=True, seed=seed)
-        if shuffle
-        else UnrepeatedDistributedSampler(dataset, replicas, rank, shuffle=False)
-    )
+    """A DataLoader over `sampler`'s order. Its own generator: iterating never draws from
+    the global RNG (exact resume)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=keep_batch,
-        pin_memory=trainer.strategy.root_device.type == "cuda",
+        collate_fn=collate_fn,
+        pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(getattr(sampler, "seed", 0)),
     )
+
+
+class TagsEpoch:
+    """Sampler mix-in: yields (epoch, index) instead of index."""
+
+    epoch: int
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in super().__iter__())  # type: ignore[misc]
+
+
+class TaggedOrder(TagsEpoch, EpochOrder):
+    """`EpochOrder`, yielding (epoch, index)."""
+
+
+class TaggedShards(TagsEpoch, DistributedSampler):
+    """A training shard under DDP, yielding (epoch, index)."""
+
+
+class TaggedEvalShards(TagsEpoch, UnrepeatedDistributedSampler):
+    """An evaluation shard under DDP, yielding (epoch, index)."""
 
 
 def fits_on_device(num_bytes: int, device: torch.device) -> bool:

@@ -1,0 +1,175 @@
+"""Image files decoded in DataLoader workers, a batch at a time: memory that does not grow
+with the folder.
+
+Only the file list is held; each worker opens, decodes and transforms its images with
+Pillow (libjpeg-turbo), the decoder of the in-memory path, so that the `square` view gives
+the same pixels on both paths. Random transforms draw from a generator seeded with
+(seed, epoch, index): the same crops whatever the number of workers, and on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode, v2
+
+from cnn_study.data.decode import UNREADABLE, decode_square, decode_upright, why_unreadable
+from cnn_study.data.in_memory import ChannelStats
+from cnn_study.errors import CnnStudyError
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("square", "full_resolution")
+_NAMED: set[str] = set()  # files this process has already warned about
+
+
+class SquareView:
+    """Centre square of `crop_fraction` × the shorter side, resized to size² (the in-memory
+    path's decoding; with 0.875, ImageNet's resize-and-centre-crop evaluation)."""
+
+    random = False
+
+    def __init__(self, size: int, crop_fraction: float = 1.0) -> None:
+        self.size = size
+        self.crop_fraction = crop_fraction
+
+    def __call__(self, path: Path) -> Tensor:
+        pixels = decode_square(path, self.size, self.crop_fraction)
+        return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+class RandomResizedView:
+    """Training view of pretrained networks from the full-resolution image: a random crop
+    of 8–100 % of its area and aspect 3/4–4/3 resized to size² (torchvision's
+    RandomResizedCrop, antialiased), mirrored left-right with probability `flip`."""
+
+    random = True
+
+    def __init__(self, size: int, interpolation: str = "bilinear", flip: float = 0.5) -> None:
+        self.size = size
+        self.steps = v2.Compose([
+            v2.RandomResizedCrop(size, interpolation=InterpolationMode(interpolation)),
+            v2.RandomHorizontalFlip(flip),
+        ])  # fmt: skip
+
+    def __call__(self, path: Path) -> Tensor:
+        view = self.steps(decode_upright(path))
+        return torch.from_numpy(np.array(view)).permute(2, 0, 1)
+
+
+class ImageFiles(Dataset):
+    """(uint8 3×S×S image, label) per file through `view`. A key is an index or
+    (epoch, index) from a `TagsEpoch` sampler; a file that cannot be read gives None,
+    dropped by `readable_batch` and named once per process."""
+
+    def __init__(
+        self, files: Sequence[Path], labels: Tensor, view: Callable[[Path], Tensor], seed: int
+    ) -> None:
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.files = list(files)
+        self.labels = labels
+        self.view = view
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor] | None:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        path = self.files[index]
+        try:
+            if not getattr(self.view, "random", False):
+                return self.view(path), self.labels[index]
+            with torch.random.fork_rng(devices=[]):  # the caller's RNG stays untouched
+                torch.manual_seed(hash((self.seed, epoch, index)) & 0xFFFF_FFFF_FFFF)
+                return self.view(path), self.labels[index]
+        except UNREADABLE as error:
+            if str(path) not in _NAMED:
+                _NAMED.add(str(path))
+                log.warning("skipped %s (%s)", path, why_unreadable(error))
+            return None
+
+
+def readable_batch(samples: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor, Tensor]:
+    """Collate: stack the images that could be read (uint8 N×3×S×S, int64 labels)."""
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        raise CnnStudyError(f"no image of a batch of {len(samples)} could be read (named above)")
+    images, labels = zip(*kept, strict=True)
+    return torch.stack(images), torch.stack(labels)
+
+
+def sampled_stats(
+    files: Sequence[Path], size: int, seed: int, count: int = 1000, chunk: int = 100
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of up to `count` files picked with `seed`, decoded as size²
+    squares: the training split's statistics without decoding all of it."""
+    picked = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:count]
+    stats = ChannelStats()
+    for start in range(0, len(picked), chunk):
+        block = []
+        for index in picked[start : start + chunk].tolist():
+            try:
+                block.append(torch.from_numpy(decode_square(files[index], size)))
+            except UNREADABLE:
+                continue
+        if block:
+            stats.add(torch.stack(block).permute(0, 3, 1, 2))
+    if stats.count == 0:
+        raise CnnStudyError(f"none of {len(picked)} sampled training images could be read")
+    return stats.result()
+
+
+def memory_available() -> int:
+    """Bytes of memory this process could still take: the system's available memory, or
+    the cgroup's limit (containers, SLURM jobs) less its usage where lower."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
+    try:
+        if limit.read_text().strip() != "max":
+            available = min(available, int(limit.read_text()) - int(used.read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(available, 0)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)\s*$", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+def budget_bytes(budget: float | str) -> int:
+    """`data.memory_budget` in bytes: a fraction in (0, 1] of the memory available now, or
+    a size with its unit (500MB, 8GiB)."""
+    if isinstance(budget, int | float) and not isinstance(budget, bool) and 0 < budget <= 1:
+        return int(budget * memory_available())
+    size = _SIZE.match(budget) if isinstance(budget, str) else None
+    if size and float(size[1]) > 0:
+        return int(float(size[1]) * _UNITS[size[2].upper()])
+    raise CnnStudyError(
+        f"data.memory_budget={budget!r}: give a fraction of the available memory in (0, 1] "
+        "(e.g. 0.5) or a size with its unit (e.g. 500MB, 8GiB)"
+    )
+
+
+def image_bytes(count: int, size: int) -> int:
+    """Bytes of `count` decoded uint8 RGB images of size²."""
+    return count * 3 * size * size
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError
