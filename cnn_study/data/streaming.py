@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -131,8 +132,6 @@ def sampled_stats(
 def memory_available() -> int:
     """Bytes of memory this process could still take: the system's available memory, or
     the cgroup's limit (containers, SLURM jobs) less its usage where lower."""
-    import psutil
-
     available = psutil.virtual_memory().available
     limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
     try:
@@ -168,8 +167,11 @@ def image_bytes(count: int, size: int) -> int:
 
 
 def format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+    """A byte count for people: 976.6 KiB, 14.0 GiB."""
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit in ("KiB", "MiB"):
         count /= 1024
-    raise AssertionError
+        if count < 1024:
+            return f"{count:.1f} {unit}"
+    return f"{count / 1024:.1f} GiB"
