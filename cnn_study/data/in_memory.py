@@ -45,36 +45,21 @@ class ImageSplits:
     class_names: list[str]
 
 
-class ChannelStats:
-    """Per-channel mean and std of uint8 images in [0, 1] units, added a block at a time."""
-
-    def __init__(self) -> None:
-        self.total = torch.zeros(3, dtype=torch.float64)
-        self.total_sq = torch.zeros(3, dtype=torch.float64)
-        self.count = 0
-
-    def add(self, images: Tensor) -> None:
-        # About 64 MiB of float32 at a time, whatever the image size: computing the
-        # statistics must not take several times the memory of the images themselves.
-        chunk = max(1, 2**24 // max(1, images[0].numel() if len(images) else 1))
-        for start in range(0, len(images), chunk):
-            block = images[start : start + chunk]
-            self.total += block.sum(dim=(0, 2, 3), dtype=torch.float64) / 255.0
-            squares = block.float().square().sum(dim=(0, 2, 3), dtype=torch.float64)
-            self.total_sq += squares / 255.0**2
-        self.count += images.shape[0] * images.shape[2] * images.shape[3]
-
-    def result(self) -> tuple[list[float], list[float]]:
-        mean = self.total / self.count
-        std = (self.total_sq / self.count - mean.pow(2)).clamp_min(1e-12).sqrt()
-        return mean.tolist(), std.tolist()
-
-
 def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images in [0, 1] units."""
-    stats = ChannelStats()
-    stats.add(images)
-    return stats.result()
+    """Per-channel mean and std of uint8 images in [0, 1] units. About 64 MiB of float32
+    at a time, whatever the image size: the statistics must not take several times the
+    memory of the images themselves."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    chunk = max(1, 2**24 // max(1, images[0].numel() if len(images) else 1))
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk]
+        total += block.sum(dim=(0, 2, 3), dtype=torch.float64) / 255.0
+        total_sq += block.float().square().sum(dim=(0, 2, 3), dtype=torch.float64) / 255.0**2
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
 
 
 def permute_in_place(tensor: Tensor, order: Tensor) -> None:

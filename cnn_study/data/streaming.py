@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from cnn_study.data.decode import UNREADABLE, decode_square, decode_upright, why_unreadable
-from cnn_study.data.in_memory import ChannelStats
+from cnn_study.data.decode import (
+    UNREADABLE,
+    decode_resized,
+    decode_square,
+    decode_upright,
+    why_unreadable,
+)
+from cnn_study.data.in_memory import channel_stats
 from cnn_study.errors import CnnStudyError
 
 log = logging.getLogger(__name__)
@@ -71,7 +77,7 @@ class ImageFiles(Dataset):
     dropped by `readable_batch` and named once per process."""
 
     def __init__(
-        self, files: Sequence[Path], labels: Tensor, view: Callable[[Path], Tensor], seed: int
+        self, files: Sequence[Path], labels: Tensor, view: SquareView | RandomResizedView, seed: int
     ) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
@@ -87,7 +93,7 @@ class ImageFiles(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path = self.files[index]
         try:
-            if not getattr(self.view, "random", False):
+            if not self.view.random:
                 return self.view(path), self.labels[index]
             with torch.random.fork_rng(devices=[]):  # the caller's RNG stays untouched
                 torch.manual_seed(hash((self.seed, epoch, index)) & 0xFFFF_FFFF_FFFF)
@@ -109,24 +115,15 @@ def readable_batch(samples: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor,
 
 
 def sampled_stats(
-    files: Sequence[Path], size: int, seed: int, count: int = 1000, chunk: int = 100
+    files: Sequence[Path], size: int, seed: int, count: int = 1000
 ) -> tuple[list[float], list[float]]:
     """Per-channel mean/std of up to `count` files picked with `seed`, decoded as size²
-    squares: the training split's statistics without decoding all of it."""
+    squares (as in memory): the training split's statistics without decoding all of it."""
     picked = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:count]
-    stats = ChannelStats()
-    for start in range(0, len(picked), chunk):
-        block = []
-        for index in picked[start : start + chunk].tolist():
-            try:
-                block.append(torch.from_numpy(decode_square(files[index], size)))
-            except UNREADABLE:
-                continue
-        if block:
-            stats.add(torch.stack(block).permute(0, 3, 1, 2))
-    if stats.count == 0:
+    images, _ = decode_resized([files[i] for i in picked.tolist()], size, "sample statistics")
+    if len(images) == 0:
         raise CnnStudyError(f"none of {len(picked)} sampled training images could be read")
-    return stats.result()
+    return channel_stats(images)
 
 
 def memory_available() -> int:
