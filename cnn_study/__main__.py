@@ -83,6 +83,10 @@ def check_outputs(arguments: list[str]) -> None:
 def cli() -> None:
     """`cnn-study` / `python -m cnn_study`: outputs checked, then the Hydra app."""
     try:
+        if any(argument.startswith("study=") for argument in sys.argv[1:]):
+            raise CnnStudyError(
+                "a study runs as its own command: python -m cnn_study.study study=<name>"
+            )
         check_outputs(sys.argv[1:])
     except CnnStudyError as problem:
         print(f"cnn_study: error: {problem}", file=sys.stderr)

@@ -72,6 +72,10 @@ class ImageClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc, self.val_acc = accuracy(num_classes), accuracy(num_classes)
         self.test_metrics = evaluation_metrics(num_classes)
+        # (labels, probabilities) of every test batch, in the test set's order: a run keeps
+        # its test predictions (`cnn_study.study.predictions`); single process only.
+        self._test_batches: list[tuple[Tensor, Tensor]] = []
+        self.test_predictions: tuple[Tensor, Tensor] | None = None
 
     def configure_model(self) -> None:
         # Lightning calls this before every fit/test, and when loading a checkpoint.
@@ -123,6 +127,8 @@ class ImageClassifier(L.LightningModule):
         probabilities = logits.float().softmax(dim=-1)
         self.test_loss.update(loss, weight=len(labels))
         self.test_metrics.update(probabilities, labels)
+        if self.trainer.world_size == 1:
+            self._test_batches.append((labels.detach(), probabilities.detach()))
         return {"probabilities": probabilities, "labels": labels}  # for figure callbacks
 
     def on_test_epoch_end(self) -> None:
@@ -135,6 +141,10 @@ class ImageClassifier(L.LightningModule):
         )
         self.test_metrics.reset()
         self.test_loss.reset()
+        if self._test_batches:
+            labels, probabilities = zip(*self._test_batches)
+            self.test_predictions = (torch.cat(labels).cpu(), torch.cat(probabilities).cpu())
+            self._test_batches = []
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters only; with `backbone_lr_scale` ≠ 1, the backbone's in a group

@@ -46,10 +46,14 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     write_json_atomic(run_dir / RESULTS_FILE, results)
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file's object, or {} when there is no such file (yet)."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def read_results(run_dir: Path) -> dict[str, Any]:
     """A run directory's results.json, or {} when there is none yet."""
-    path = run_dir / RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(run_dir / RESULTS_FILE)
 
 
 def ended_status(error: BaseException) -> str:
@@ -94,8 +98,10 @@ class Run:
 
     @property
     def configuration(self) -> tuple[str, ...]:
-        """The overrides without the seed: runs sharing it are repeats of one configuration."""
-        return tuple(sorted(o for o in self.overrides if not o.lstrip("+~").startswith("seed=")))
+        """The overrides without seed and resume: runs sharing it are repeats of one
+        configuration."""
+        return tuple(sorted(o for o in self.overrides
+                            if not o.lstrip("+~").startswith(("seed=", "resume="))))  # fmt: skip
 
     @cached_property
     def _board(self) -> EventAccumulator | None:

@@ -40,6 +40,7 @@ from cnn_study.rundir import (
     write_results,
 )
 from cnn_study.schema import check_ranges, check_targets
+from cnn_study.study.predictions import save_predictions
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,9 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
         if name.startswith("test/")
     }
 
+    if module.test_predictions is not None and trainer.is_global_zero:
+        labels, probabilities = module.test_predictions
+        save_predictions(Path(cfg.paths.output_dir), labels.numpy(), probabilities.numpy())
     total, trainable = count_parameters(module.net)
     results = {
         **test_metrics,

@@ -13,7 +13,8 @@ from cnn_study.train import run
 from tests.conftest import NO_FIGURES, ComposeFn
 
 CONF = Path(str(files("cnn_study.conf")))
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra",))
+# conf/study holds study files (python -m cnn_study.study), not options of a run.
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "study"))
 OPTIONS = [  # nested options too, e.g. regularization=a3/d05_wd1e-4
     (group, path.relative_to(CONF / group).with_suffix("").as_posix())
     for group in GROUPS

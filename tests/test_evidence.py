@@ -1,31 +1,62 @@
-"""The report's statistics and claim verdicts, on runs built by hand with known answers."""
+"""The report's statistics, claim verdicts, repeated looks and per-image comparisons, on
+runs and prediction files made by hand with known answers."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from cnn_study import evidence
-from cnn_study.evidence import estimate, paired_difference
-from cnn_study.report import write_report
+from cnn_study.rundir import Run
+from cnn_study.study import evidence
+from cnn_study.study.definition import ClaimSpec, PartSpec, RunSettings, Study
+from cnn_study.study.evidence import estimate, look_confidence, paired_difference, seeds_needed
+from cnn_study.study.predictions import compare, load_correct, save_predictions
 
-A1 = ["experiment=a1_baseline"]
-A4 = ["experiment=a4_batchnorm"]
-A6 = ["experiment=a6_augmentation"]
-CNN2 = ["experiment=a2_depth", "arch=cnn2"]
-A5_LINEAR = ["experiment=a5_linear"]
-A5_PARTIAL = ["experiment=a5_partial"]
 NO_WEIGHTS = "CnnStudyError: arch.weights=imagenet, but the ImageNet weights could not be loaded"
 
 
-def done(seed: int, acc: float) -> dict:
-    return {"status": "completed", "seed": seed, "test/acc": acc}
+def hand_study(until_resolved: bool = False, max_seeds: int = 10) -> Study:
+    """A1 baseline; A4 and A6 against it; A2 2 conv; A5 needing weights; four claims."""
+    parts = [
+        PartSpec("A1 baseline", ["experiment=a1_baseline"], published={"test/acc": 0.7379}),
+        PartSpec("A4 BatchNorm", ["experiment=a4_batchnorm"], baseline="A1 baseline",
+                 published={"test/acc": 0.7771}),
+        PartSpec("A6 augmentation", ["experiment=a6_augmentation"], baseline="A1 baseline"),
+        PartSpec("A2 2 conv", ["arch=cnn2"], baseline="A1 baseline"),
+        PartSpec("A5 partial", ["experiment=a5_partial"], needs="ImageNet weights"),
+    ]  # fmt: skip
+    claims = [
+        ClaimSpec("BatchNorm helps", ["A4 BatchNorm", "A1 baseline"]),
+        ClaimSpec("Augmentation helps", ["A6 augmentation", "A1 baseline"]),
+        ClaimSpec("Depth helps", ["A1 baseline", "A2 2 conv"]),
+        ClaimSpec("Transfer helps", ["A5 partial", "A1 baseline"]),
+    ]
+    run = RunSettings(until_resolved=until_resolved, max_seeds=max_seeds)
+    return Study("hand-made", parts=parts, claims=claims, run=run, source="hand.yaml")
 
 
-def unfinished(seed: int, status: str, error: str) -> dict:
-    return {"status": status, "seed": seed, "error": error}
+def done(seed: int, acc: float) -> Run:
+    return Run(Path(f"/runs/{seed}-{acc}"), {"status": "completed", "seed": seed, "test/acc": acc})
+
+
+def unfinished(seed: int, status: str, error: str) -> Run:
+    return Run(Path(f"/runs/{seed}-{status}"), {"status": status, "seed": seed, "error": error})
+
+
+def hand_parts(study: Study) -> dict[str, evidence.PartRuns]:
+    """A4 clearly better than A1 on 3 seeds, A6 clearly worse, A2 with one seed, A5 failed."""
+    members: dict[str, list[Run]] = {name: [] for name in study.parts_by_name}
+    for seed, (a1, a4, a6) in enumerate(
+        [(0.73, 0.77, 0.70), (0.74, 0.78, 0.71), (0.72, 0.77, 0.69)]
+    ):
+        members["A1 baseline"].append(done(seed, a1))
+        members["A4 BatchNorm"].append(done(seed, a4))
+        members["A6 augmentation"].append(done(seed, a6))
+    members["A2 2 conv"].append(done(0, 0.70))
+    members["A5 partial"].append(unfinished(0, "failed", NO_WEIGHTS))
+    return evidence.collect(study, members)
 
 
 def test_estimate_has_the_student_t_interval() -> None:
@@ -35,102 +66,128 @@ def test_estimate_has_the_student_t_interval() -> None:
     half = 4.302653 * 0.02 / 3**0.5  # t(0.975, 2 df)
     assert three.low == pytest.approx(0.72 - half, abs=1e-6)
     assert three.high == pytest.approx(0.72 + half, abs=1e-6)
-    two = estimate([0.5, 0.7])
-    assert two is not None and two.low == pytest.approx(0.6 - 12.706205 * 0.1, abs=1e-5)
     assert three.text() == "72.00 [67.03, 76.97] (n=3)"
-
-
-def test_one_seed_gets_no_invented_interval() -> None:
     one = estimate([0.73])
-    assert one is not None
-    assert (one.n, one.mean, one.std, one.low, one.high) == (1, 0.73, None, None, None)
+    assert one is not None and (one.std, one.low, one.high) == (None, None, None)
     assert one.text() == "73.00 (n=1, no interval)"
     assert estimate([]) is None
 
 
-def test_differences_are_paired_by_seed_and_skip_a_missing_baseline_seed() -> None:
-    parts = evidence.collect([
-        (A1, done(0, 0.70)), (A1, done(1, 0.74)),  # seed 2 of the baseline is missing
-        (A4, done(0, 0.75)), (A4, done(1, 0.78)), (A4, done(2, 0.90)),
-    ])  # fmt: skip
-    difference = paired_difference(parts, "A4 BatchNorm", "A1 baseline")
+def test_differences_are_paired_by_seed_and_skip_a_missing_seed() -> None:
+    study = hand_study()
+    members = {name: [] for name in study.parts_by_name}
+    members["A1 baseline"] = [done(0, 0.70), done(1, 0.74)]  # seed 2 of the baseline missing
+    members["A4 BatchNorm"] = [done(0, 0.75), done(1, 0.78), done(2, 0.90)]
+    parts = evidence.collect(study, members)
+    difference = paired_difference(parts, "A4 BatchNorm", "A1 baseline", "test/acc", 0.95)
     assert difference.seeds == (0, 1)
-    assert difference.estimate is not None
+    assert difference.estimate is not None and difference.estimate.n == 2
     assert difference.estimate.mean == pytest.approx(((0.75 - 0.70) + (0.78 - 0.74)) / 2)
-    assert difference.estimate.n == 2
-
-
-def test_failed_and_diverged_runs_are_left_out_of_the_statistics() -> None:
-    parts = evidence.collect([
-        (A1, done(0, 0.70)), (A1, unfinished(1, "diverged", "NaN")),
-        (A1, unfinished(2, "failed", "RuntimeError: boom")),
-    ])  # fmt: skip
-    baseline = parts["A1 baseline"]
-    assert baseline.by_seed == {0: 0.70}
-    assert baseline.unfinished == ["NaN", "RuntimeError: boom"]
-
-
-def study_runs() -> list[tuple[list[str], dict]]:
-    """A4 clearly better than A1 on 3 seeds, A6 clearly worse, A2 with one seed, A5 failed."""
-    runs = []
-    for seed, (a1, a4, a6) in enumerate(
-        [(0.73, 0.77, 0.70), (0.74, 0.78, 0.71), (0.72, 0.77, 0.69)]
-    ):
-        runs += [(A1, done(seed, a1)), (A4, done(seed, a4)), (A6, done(seed, a6))]
-    runs.append((CNN2, done(0, 0.70)))
-    runs += [(A5_LINEAR, unfinished(0, "failed", NO_WEIGHTS)),
-             (A5_PARTIAL, unfinished(0, "failed", NO_WEIGHTS))]  # fmt: skip
-    return runs
-
-
-def verdicts() -> dict[str, evidence.ClaimResult]:
-    parts = evidence.collect(study_runs())
-    return {result.claim.text: result for result in evidence.judge_all(parts)}
 
 
 def test_claim_verdicts_supported_contradicted_unresolved_not_run() -> None:
-    results = verdicts()
-    assert results["BatchNorm raises test accuracy over the baseline"].verdict == "supported"
-    assert results["Augmentation raises test accuracy"].verdict == "contradicted"
-    depth = results["Accuracy rises with depth from 2 to 5 conv layers"]
-    assert depth.verdict == "not run"  # 4 and 5 conv layers were not run
-    assert "A2 4 conv" in depth.evidence()
-    transfer = results["Partial fine-tuning beats a linear probe (ImageNet ResNet-18)"]
-    assert transfer.verdict == "not run" and "needs ImageNet weights" in transfer.evidence()
-    batchnorm = results["BatchNorm raises test accuracy over the baseline"]
-    assert "A4 BatchNorm − A1 baseline: 4.33 [" in batchnorm.evidence()
+    study = hand_study()
+    results = {r.claim.text: r for r in evidence.judge_all(study, hand_parts(study))}
+    assert results["BatchNorm helps"].verdict == "supported"
+    assert "A4 BatchNorm − A1 baseline: 4.33 [" in results["BatchNorm helps"].evidence()
+    assert results["BatchNorm helps"].published == "A4 BatchNorm 77.71 > A1 baseline 73.79"
+    assert results["Augmentation helps"].verdict == "contradicted"
+    assert results["Depth helps"].verdict == "not resolved"  # one paired seed
+    transfer = results["Transfer helps"]
+    assert transfer.verdict == "not run"
+    assert "not run (needs ImageNet weights): CnnStudyError" in transfer.evidence()
 
 
-def test_a_single_paired_seed_is_not_resolved() -> None:
-    parts = evidence.collect([(A1, done(0, 0.73)), (A4, done(0, 0.80))])
-    result = evidence.judge(evidence.CLAIMS[5], parts)
-    assert result.claim.text.startswith("BatchNorm")
-    assert result.verdict == "not resolved"
+def test_a_part_whose_runs_failed_says_failed_with_the_first_error() -> None:
+    study = hand_study()
+    members = {name: [] for name in study.parts_by_name}
+    members["A4 BatchNorm"] = [unfinished(0, "failed", "RuntimeError: boom"),
+                               unfinished(1, "diverged", "NaN")]  # fmt: skip
+    parts = evidence.collect(study, members)
+    assert parts["A4 BatchNorm"].status == "failed: RuntimeError: boom"
+    assert parts["A6 augmentation"].status == "not run"
+    result = evidence.judge(study.claims[0], parts, study)
+    assert result.verdict == "not run" and "A4 BatchNorm: failed: RuntimeError: boom" in (
+        result.evidence()
+    )
 
 
-def test_a7_constant_is_the_baseline_itself() -> None:
-    parts = evidence.collect([(A1, done(0, 0.73))])
-    assert parts["A7 constant"].by_seed == {0: 0.73}
+def test_distinct_seeds_are_counted_not_runs() -> None:
+    study = hand_study()
+    members = {name: [] for name in study.parts_by_name}
+    members["A1 baseline"] = [done(0, 0.70), done(0, 0.72), done(1, 0.74)]
+    parts = evidence.collect(study, members)
+    assert parts["A1 baseline"].seeds == [0, 1]
+    assert parts["A1 baseline"].by_seed("test/acc") == {0: pytest.approx(0.71), 1: 0.74}
 
 
-def test_report_shows_intervals_claims_and_not_run_parts(tmp_path: Path) -> None:
-    for index, (overrides, results) in enumerate(study_runs()):
-        run = tmp_path / "study" / f"run{index}"
-        run.mkdir(parents=True)
-        (run / "config.yaml").write_text("seed: 0\n")
-        seed = results["seed"]
-        results = {**results, "overrides": [*overrides, f"seed={seed}"]}
-        (run / "results.json").write_text(json.dumps(results))
-    written = write_report([tmp_path / "study"], tmp_path / "out", command="make study-a")
-    names = {path.name for path in written}
-    assert {"report.md", "report.csv", "report.json", "part_A4.png", "part_A6.png"} <= names
-    markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "Runs made by: `make study-a`" in markdown
-    assert "| BatchNorm raises test accuracy over the baseline | A4: 77.71 vs A1 73.79 | " \
-           "**supported** |" in markdown  # fmt: skip
-    assert "not run (needs ImageNet weights)" in markdown
-    summary = json.loads((tmp_path / "out" / "report.json").read_text())
-    by_claim = {c["claim"]: c["verdict"] for c in summary["claims"]}
-    assert by_claim["Augmentation raises test accuracy"] == "contradicted"
-    a1 = summary["parts"]["A1 baseline"]["estimate"]
-    assert a1["n"] == 3 and a1["mean"] == pytest.approx(0.73)
+def test_repeated_looks_split_the_error_rate_and_plan_seeds() -> None:
+    assert look_confidence(3) == pytest.approx(1 - 0.05 / 3)
+    assert look_confidence(1) == pytest.approx(0.95)
+    # mean 0.011, std 0.001: at 98.33 % a t interval excludes zero from n = 3 on
+    # (t(0.99167, 1 df) = 38.2 → half-width 0.027; t(0.99167, 2 df) = 7.65 → 0.0044).
+    assert seeds_needed([0.010, 0.012, 0.011], look_confidence(3), 10) == 3
+    assert seeds_needed([0.0, 0.0], 0.95, 10) == 11  # no difference: no number resolves
+    assert seeds_needed([0.01], 0.95, 10) is None  # no spread to plan with
+    # mean 0.002, std 0.01: needs more than 10 seeds
+    assert seeds_needed([-0.008, 0.012, 0.002], 0.95, 10) == 11
+
+
+def test_a_difference_resolved_at_95_percent_is_not_at_the_split_level() -> None:
+    values = [0.011, 0.014, 0.008]  # mean 0.011, std 0.003: 95 % excludes 0, 98.33 % not
+    study = hand_study()
+    members = {name: [] for name in study.parts_by_name}
+    members["A1 baseline"] = [done(s, 0.70) for s in range(3)]
+    members["A4 BatchNorm"] = [done(s, 0.70 + v) for s, v in enumerate(values)]
+    parts = evidence.collect(study, members)
+    assert evidence.judge(study.claims[0], parts, study, 0.95).verdict == "supported"
+    split = look_confidence(3)
+    assert evidence.judge(study.claims[0], parts, study, split).verdict == "not resolved"
+    targets = evidence.seed_targets(hand_study(until_resolved=True, max_seeds=6), parts, split)
+    assert targets == {"A4 BatchNorm": 4, "A1 baseline": 4}  # n = 4 would resolve it
+
+
+def test_seed_targets_name_only_the_parts_of_open_pairs_up_to_the_budget() -> None:
+    study = hand_study(until_resolved=True, max_seeds=5)
+    parts = hand_parts(study)  # only "Depth helps" is open: one seed of A2, no spread yet
+    assert evidence.seed_targets(study, parts, look_confidence(3)) == {
+        "A1 baseline": 3,
+        "A2 2 conv": 3,
+    }
+    members = {name: [] for name in study.parts_by_name}
+    members["A1 baseline"] = [done(s, 0.70) for s in range(5)]
+    members["A2 2 conv"] = [done(s, 0.70) for s in range(5)]
+    spent = evidence.collect(study, members)
+    assert evidence.seed_targets(study, spent, look_confidence(3)) == {}  # the budget
+
+
+def write_predictions(folder: Path, correct: np.ndarray, labels: np.ndarray) -> Path:
+    """Probabilities whose argmax is the label where `correct`, the next class elsewhere."""
+    folder.mkdir(parents=True)
+    predicted = np.where(correct, labels, (labels + 1) % 10)
+    probabilities = np.full((len(labels), 10), 0.01, dtype=np.float32)
+    probabilities[np.arange(len(labels)), predicted] = 0.91
+    return save_predictions(folder, labels, probabilities)
+
+
+def test_churn_and_exact_mcnemar_on_hand_made_prediction_files(tmp_path: Path) -> None:
+    labels = np.arange(100) % 10
+    a = np.ones(100, dtype=bool)
+    b = np.ones(100, dtype=bool)
+    a[:2] = False  # 2 images only b gets right
+    b[2:10] = False  # 8 images only a gets right
+    b[10:15] = a[10:15] = False  # 5 both get wrong
+    write_predictions(tmp_path / "a", a, labels)
+    write_predictions(tmp_path / "b", b, labels)
+    first, second = load_correct(tmp_path / "a"), load_correct(tmp_path / "b")
+    assert first is not None and second is not None
+    comparison = compare(first, second)
+    assert (comparison.only_a_right, comparison.only_b_right) == (8, 2)
+    assert comparison.churn == pytest.approx(0.10)
+    # exact two-sided binomial of 8 of 10 at 1/2: 2 × P(X ≥ 8) = 2 × 56/1024
+    assert comparison.mcnemar_p == pytest.approx(112 / 1024)
+    with np.load(tmp_path / "a" / "test_predictions.npz") as saved:
+        assert saved["probabilities"].dtype == np.float16 and saved["target"].shape == (100,)
+    other = (labels[::-1].copy(), a)
+    with pytest.raises(ValueError, match="different images"):
+        compare(first, other)

@@ -1,0 +1,269 @@
+"""From repeated runs to evidence: intervals, differences paired by seed, claim verdicts,
+and how many seeds an unresolved claim needs.
+
+A part's mean over seeds gets a Student-t confidence interval. Two parts are compared seed
+by seed (the same seed shares initialisation and data order, so the difference removes
+most of the seed-to-seed spread). A claim ("each part of `order` beats the next") is
+**supported** when every paired interval lies on the claimed side of zero,
+**contradicted** when one lies on the other side, **not resolved** when an interval
+includes zero or fewer than two seeds are paired, **not run** when a part has no
+completed run (the reason is kept: failed with its error, needs something, no job).
+
+Repeated looks (`study.until_resolved`): every look at a claim is another chance of a
+false verdict, so the error rate α is split evenly over the K planned looks (Bonferroni):
+each interval is taken at 1 − α/K. Whatever the looks' dependence, the chance that any
+look gives a false verdict stays ≤ α.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from typing import Any, Literal
+
+from scipy import stats
+
+from cnn_study.rundir import Run
+from cnn_study.study.definition import ClaimSpec, PartSpec, Study
+
+CONFIDENCE = 0.95
+MIN_PLANNING_SEEDS = 3
+
+Verdict = Literal["supported", "contradicted", "not resolved", "not run"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean of `n` values with their std and t interval (both None when n == 1)."""
+
+    n: int
+    mean: float
+    std: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def text(self, scale: float = 100.0, digits: int = 2) -> str:
+        """'74.12 [73.05, 75.19] (n=3)', or '74.12 (n=1, no interval)'."""
+        mean = f"{self.mean * scale:.{digits}f}"
+        if self.low is None or self.high is None:
+            return f"{mean} (n={self.n}, no interval)"
+        low, high = self.low * scale, self.high * scale
+        return f"{mean} [{low:.{digits}f}, {high:.{digits}f}] (n={self.n})"
+
+
+def t_half_width(std: float, n: int, confidence: float) -> float:
+    return float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+
+
+def estimate(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimate | None:
+    """Mean, std and Student-t interval of `values`; one value gets no interval."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return Estimate(1, mean)
+    std = statistics.stdev(values)
+    half = t_half_width(std, len(values), confidence)
+    return Estimate(len(values), mean, std, mean - half, mean + half)
+
+
+def look_confidence(looks: int, alpha: float = 1 - CONFIDENCE) -> float:
+    """Confidence of each interval when α is split over `looks` planned looks."""
+    return 1 - alpha / looks
+
+
+def seeds_needed(differences: Sequence[float], confidence: float, limit: int) -> int | None:
+    """Paired seeds at which an interval of this mean and spread would exclude zero: the
+    smallest n ≤ `limit`, `limit + 1` when none would, None when fewer than two
+    differences give no spread to plan with."""
+    if len(differences) < 2:
+        return None
+    mean, std = statistics.fmean(differences), statistics.stdev(differences)
+    for n in range(2, limit + 1):
+        if mean != 0 and t_half_width(std, n, confidence) < abs(mean):
+            return n
+    return limit + 1
+
+
+@dataclass
+class PartRuns:
+    """A part's runs: the completed ones by seed, the first error of the others."""
+
+    part: PartSpec
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[Run]:
+        return [r for r in self.runs if r.completed]
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        """The metric per seed (mean of repeats of one seed) over completed runs."""
+        values: dict[int, list[float]] = {}
+        for run in self.completed:
+            value = run.results.get(metric)
+            if isinstance(value, (int, float)):
+                values.setdefault(int(run.results.get("seed", 0)), []).append(float(value))
+        return {seed: statistics.fmean(v) for seed, v in sorted(values.items())}
+
+    def estimate(self, metric: str, confidence: float = CONFIDENCE) -> Estimate | None:
+        return estimate(list(self.by_seed(metric).values()), confidence)
+
+    @property
+    def seeds(self) -> list[int]:
+        """Distinct seeds with a completed run."""
+        return sorted({int(r.results.get("seed", 0)) for r in self.completed})
+
+    @property
+    def status(self) -> str:
+        """'completed', 'failed: <first error>', 'not run (needs …): <error>', 'not run'."""
+        if self.completed:
+            return "completed"
+        if not self.runs:
+            return f"not run (needs {self.part.needs})" if self.part.needs else "not run"
+        error = next((str(r.results.get("error")) for r in self.runs if r.results.get("error")),
+                     self.runs[0].status)  # fmt: skip
+        if self.part.needs:
+            return f"not run (needs {self.part.needs}): {error}"
+        if all(r.status == "running" for r in self.runs):
+            return "running"
+        return f"failed: {error}"
+
+
+def collect(study: Study, members: dict[str, list[Run]]) -> dict[str, PartRuns]:
+    return {part.name: PartRuns(part, members.get(part.name, [])) for part in study.parts}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`part` minus `baseline` on `metric`, seed by seed."""
+
+    part: str
+    baseline: str
+    metric: str
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+    estimate: Estimate | None
+
+    def verdict(self) -> Verdict:
+        """Whether `part` beats `baseline`, by the interval of the difference."""
+        e = self.estimate
+        if e is None or e.low is None or e.high is None:
+            return "not resolved"
+        if e.low > 0:
+            return "supported"
+        if e.high < 0:
+            return "contradicted"
+        return "not resolved"
+
+    def text(self) -> str:
+        shown = self.estimate.text() if self.estimate else "no paired seeds"
+        return f"{self.part} − {self.baseline}: {shown}"
+
+
+def paired_difference(
+    parts: dict[str, PartRuns], part: str, baseline: str, metric: str, confidence: float
+) -> Difference:
+    """Mean and interval of part − baseline over the seeds both completed."""
+    a, b = parts[part].by_seed(metric), parts[baseline].by_seed(metric)
+    seeds = tuple(sorted(set(a) & set(b)))
+    values = tuple(a[s] - b[s] for s in seeds)
+    return Difference(part, baseline, metric, seeds, values, estimate(values, confidence))
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: ClaimSpec
+    verdict: Verdict
+    differences: tuple[Difference, ...]
+    why_not_run: str = ""
+    published: str = ""  # the study's own figures behind the claim
+
+    def evidence(self) -> str:
+        if self.verdict == "not run":
+            return self.why_not_run
+        return "; ".join(d.text() for d in self.differences)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "claim": self.claim.text,
+            "metric": self.claim.metric,
+            "study": self.published,
+            "verdict": self.verdict,
+            "evidence": self.evidence(),
+            "differences": [asdict(d) for d in self.differences],
+        }
+
+
+def published_text(claim: ClaimSpec, study: Study) -> str:
+    """The study's own figures of the claim's parts, e.g. 'A4 77.71 > A1 73.79'."""
+    parts = study.parts_by_name
+    figures = [(name, parts[name].published.get(claim.metric)) for name in claim.order]
+    if all(value is None for _, value in figures):
+        return ""
+    return " > ".join(f"{n} {v * 100:.2f}" if v is not None else f"{n} —" for n, v in figures)
+
+
+def judge(
+    claim: ClaimSpec, parts: dict[str, PartRuns], study: Study, confidence: float = CONFIDENCE
+) -> ClaimResult:
+    """Every ordering supported → supported; any contradicted → contradicted; a part
+    without a completed run → not run (with why); else not resolved."""
+    published = published_text(claim, study)
+    missing = [name for name in dict.fromkeys(claim.order) if not parts[name].by_seed(claim.metric)]
+    if missing:
+        reasons = "; ".join(f"{name}: {parts[name].status}" for name in missing)
+        return ClaimResult(claim, "not run", (), reasons, published)
+    differences = tuple(
+        paired_difference(parts, better, worse, claim.metric, confidence)
+        for better, worse in pairwise(claim.order)
+    )
+    verdicts = [d.verdict() for d in differences]
+    if "contradicted" in verdicts:
+        verdict: Verdict = "contradicted"
+    elif all(v == "supported" for v in verdicts):
+        verdict = "supported"
+    else:
+        verdict = "not resolved"
+    return ClaimResult(claim, verdict, differences, published=published)
+
+
+def judge_all(
+    study: Study, parts: dict[str, PartRuns], confidence: float = CONFIDENCE
+) -> list[ClaimResult]:
+    return [judge(claim, parts, study, confidence) for claim in study.claims]
+
+
+def baseline_differences(
+    study: Study, parts: dict[str, PartRuns], confidence: float = CONFIDENCE
+) -> list[Difference]:
+    """Every part with a baseline against it, on test accuracy."""
+    return [
+        paired_difference(parts, p.name, p.baseline, "test/acc", confidence)
+        for p in study.parts
+        if p.baseline is not None
+    ]
+
+
+def seed_targets(study: Study, parts: dict[str, PartRuns], confidence: float) -> dict[str, int]:
+    """How many seeds each part of an unresolved claim should have after the next round:
+    the estimate from the paired differences (at least one more than now), capped at
+    `study.max_seeds`. Parts of resolved claims are not named."""
+    limit = study.run.max_seeds
+    targets: dict[str, int] = {}
+    for result in judge_all(study, parts, confidence):
+        if result.verdict != "not resolved":
+            continue
+        open_pairs = [d for d in result.differences if d.verdict() == "not resolved"]
+        now = min(len(d.seeds) for d in open_pairs)
+        needed = [seeds_needed(d.values, confidence, limit) for d in open_pairs]
+        # Without a spread to plan with, three seeds give the first useful interval.
+        want = max((n if n is not None else MIN_PLANNING_SEEDS) for n in needed)
+        target = min(limit, max(now + 1, want))
+        if target <= now:
+            continue  # the budget is spent for this claim
+        for name in {n for d in open_pairs for n in (d.part, d.baseline)}:
+            targets[name] = max(targets.get(name, 0), target)
+    return targets

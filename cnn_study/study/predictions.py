@@ -1,0 +1,83 @@
+"""Evidence per test image: each run's test predictions, and what two runs disagree on.
+
+A run saves `test_predictions.npz` beside its results.json: the true label, the predicted
+label and the class probabilities (float16) of every test image, in the test set's order.
+Two runs on the same test set are compared image by image:
+- **churn**: the share of test images whose correctness flips between the two;
+- **McNemar's exact test**: under "both are equally accurate", the images that only one
+  run gets right are a fair coin's tosses; the two-sided binomial p-value of the split
+  (McNemar 1947; the exact form as in Edwards 1948 / Fagerland et al. 2013). With one
+  seed of each, this is far tighter than comparing seed means, but it speaks for those two
+  trained networks, not for the training recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+PREDICTIONS_FILE = "test_predictions.npz"
+
+
+def save_predictions(run_dir: Path, labels: np.ndarray, probabilities: np.ndarray) -> Path:
+    """Write the test predictions of a run (a few hundred KB for CIFAR-10's 10,000)."""
+    path = run_dir / PREDICTIONS_FILE
+    np.savez_compressed(
+        path,
+        target=labels.astype(np.int32),
+        predicted=probabilities.argmax(axis=1).astype(np.int32),
+        probabilities=probabilities.astype(np.float16),
+    )
+    return path
+
+
+def load_correct(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(true labels, whether each test image was classified correctly), or None."""
+    path = run_dir / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return data["target"], data["predicted"] == data["target"]
+
+
+@dataclass(frozen=True)
+class ImageComparison:
+    """Run a against run b on the same test images."""
+
+    images: int
+    only_a_right: int  # a correct, b wrong
+    only_b_right: int  # a wrong, b correct
+
+    @property
+    def churn(self) -> float:
+        return (self.only_a_right + self.only_b_right) / self.images if self.images else 0.0
+
+    @property
+    def mcnemar_p(self) -> float:
+        """Exact two-sided McNemar p-value (1.0 when no image flips)."""
+        flips = self.only_a_right + self.only_b_right
+        if flips == 0:
+            return 1.0
+        return float(stats.binomtest(self.only_a_right, flips, 0.5).pvalue)
+
+    def text(self) -> str:
+        return (
+            f"churn {self.churn * 100:.1f} % of {self.images} images "
+            f"({self.only_a_right} only a right, {self.only_b_right} only b right), "
+            f"exact McNemar p = {self.mcnemar_p:.2g}"
+        )
+
+
+def compare(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> ImageComparison:
+    """Compare two runs' (targets, correct) on the same test images."""
+    (target_a, right_a), (target_b, right_b) = a, b
+    if target_a.shape != target_b.shape or not np.array_equal(target_a, target_b):
+        raise ValueError("the two runs were tested on different images")
+    return ImageComparison(
+        images=int(target_a.size),
+        only_a_right=int(np.sum(right_a & ~right_b)),
+        only_b_right=int(np.sum(~right_a & right_b)),
+    )

@@ -1,0 +1,158 @@
+"""The study as one Hydra multirun: every part × seed is one job of the configured launcher.
+
+`hydra/sweeper=cnn_study` (the plugin in `hydra_plugins/cnn_study_sweeper`) hands the
+launcher the study's jobs as batches — basic (one after another), joblib (side by side)
+or submitit/SLURM (a job array) — so the study fans out like any Hydra sweep. A sweeper
+rather than a loop of multiruns: one launch per round, the launcher decides the
+parallelism, and the rounds of `study.until_resolved` (which need the results of the
+previous round) live inside that one multirun.
+
+Each job runs in `<study folder>/<part>/seed<k>` with `resume=auto`: a job that completed
+is not launched again, an interrupted one continues from its `last.ckpt`. A part that
+starts from another's checkpoint (`checkpoint_from`) runs in a later batch than it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cnn_study.rundir import COMPLETED, find_runs, read_json, read_results, write_json_atomic
+from cnn_study.study import evidence
+from cnn_study.study.definition import PartSpec, Study
+from cnn_study.study.membership import assign, recorded_configs
+from cnn_study.study.report import LOOKS_FILE, write_report
+
+log = logging.getLogger("cnn_study.study")
+
+Launch = Callable[[list[list[str]]], Sequence[Any]]
+
+
+def register_sweeper() -> None:
+    """Make `hydra/sweeper=cnn_study` known. Hydra finds plugins by listing the
+    `hydra_plugins` namespace, which an editable install (`pip install -e`) hides behind
+    an import hook; importing the plugin and registering it works for every install."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.cnn_study_sweeper.study_sweeper import StudySweeper
+
+    Plugins.instance().register(StudySweeper)
+
+
+def quoted(value: str) -> str:
+    """A value as one Hydra override token (paths may hold spaces, '=' or ',')."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def extended_seeds(declared: list[int], count: int) -> list[int]:
+    """The first `count` seeds: the declared ones, then the next unused integers."""
+    seeds = list(declared[:count])
+    candidate = max(declared, default=-1) + 1
+    while len(seeds) < count:
+        seeds.append(candidate)
+        candidate += 1
+    return seeds
+
+
+class StudyRun:
+    """Runs a study's jobs in its folder through `launch`, round after round."""
+
+    def __init__(self, study: Study, folder: Path, launch: Launch) -> None:
+        self.study = study
+        self.folder = folder
+        self.launch = launch
+        self.configs = recorded_configs(folder, study)
+
+    def job_dir(self, part: PartSpec, seed: int) -> Path:
+        return self.folder / part.slug / f"seed{seed}"
+
+    def completed(self, part: PartSpec, seed: int) -> bool:
+        return read_results(self.job_dir(part, seed)).get("status") == COMPLETED
+
+    def job(self, part: PartSpec, seed: int) -> list[str] | None:
+        """The job's overrides; None when the checkpoint it starts from is missing."""
+        overrides = [
+            *self.study.job_overrides(part),
+            f"seed={seed}",
+            "resume=auto",
+            f"hydra.sweep.subdir={part.slug}/seed{seed}",
+        ]
+        source = part.checkpoint_from
+        if source is None:
+            return overrides
+        origin = self.study.parts_by_name[source.part]
+        results = read_results(self.job_dir(origin, seed))
+        checkpoint = results.get("checkpoint_best") or results.get("checkpoint_last")
+        if results.get("status") != COMPLETED or not checkpoint:
+            log.warning(
+                "%s seed %d not run: it starts from %s seed %d, which has not completed",
+                part.name, seed, origin.name, seed,
+            )  # fmt: skip
+            return None
+        return [*overrides, f"{source.key}={quoted(checkpoint)}"]
+
+    def run_seeds(self, seeds: dict[str, list[int]]) -> None:
+        """Launch every job of `seeds` not completed yet, one batch per dependency wave."""
+        for wave in self.study.dependency_order():
+            batch = []
+            done = 0
+            # Seed-major: an interrupted study has every part at its first seeds.
+            jobs = sorted(
+                ((seed, index, part) for index, part in enumerate(wave)
+                 for seed in seeds.get(part.name, [])),
+                key=lambda job: (job[0], job[1]),
+            )  # fmt: skip
+            for seed, _, part in jobs:
+                if self.completed(part, seed):
+                    done += 1
+                    continue
+                job = self.job(part, seed)
+                if job is not None:
+                    batch.append(job)
+            if done:
+                log.info("study: %d jobs of this batch already completed, not run again", done)
+            if batch:
+                log.info("study: launching %d jobs (%s)", len(batch),
+                         ", ".join(p.name for p in wave))  # fmt: skip
+                self.launch(batch)
+
+    def parts(self) -> dict[str, evidence.PartRuns]:
+        members, _ = assign(self.study, self.configs, find_runs([self.folder]))
+        return evidence.collect(self.study, members)
+
+    def run(self) -> list[Path]:
+        """The declared seeds, then (until_resolved) rounds of seeds for unresolved
+        claims, each decided at a recorded look; then the report."""
+        study, settings = self.study, self.study.run
+        looks: list[dict[str, Any]] = read_json(self.folder / LOOKS_FILE).get("looks", [])
+        seeds = {p.name: study.part_seeds(p) for p in study.parts}
+        for look in looks:  # an interrupted study continues the rounds it had decided
+            for name, count in look["targets"].items():
+                if name in seeds:
+                    seeds[name] = extended_seeds(study.part_seeds(study.parts_by_name[name]),
+                                                 max(count, len(seeds[name])))  # fmt: skip
+        self.run_seeds(seeds)
+        confidence = evidence.look_confidence(settings.max_looks, settings.alpha)
+        while settings.until_resolved and len(looks) < settings.max_looks:
+            parts = self.parts()
+            verdicts = {
+                c.claim.text: c.verdict for c in evidence.judge_all(study, parts, confidence)
+            }
+            last_look = len(looks) + 1 == settings.max_looks
+            targets = {} if last_look else evidence.seed_targets(study, parts, confidence)
+            looks.append({"look": len(looks) + 1, "confidence": confidence,
+                          "seeds": {n: p.seeds for n, p in parts.items()},
+                          "verdicts": verdicts, "targets": targets})  # fmt: skip
+            write_json_atomic(self.folder / LOOKS_FILE, {"looks": looks})
+            log.info("study: look %d of %d: %s", len(looks), settings.max_looks, verdicts)
+            if not targets:
+                break
+            for name, count in targets.items():
+                part = study.parts_by_name[name]
+                seeds[name] = extended_seeds(study.part_seeds(part), count)
+            self.run_seeds(seeds)
+        written = write_report([self.folder], self.folder, settings.command)
+        log.info("study: report %s", written[0])
+        return written

@@ -1,0 +1,218 @@
+"""Studies as data: a study file runs as one Hydra multirun, continues without retraining,
+keeps other runs out of its parts, adds seeds until its claims resolve, and refuses bad
+files in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnn_study.study.__main__ import main as study_main
+from cnn_study.study.definition import bundled_studies, read_study, study_path
+from cnn_study.study.membership import HYDRA_CONFIG, part_configs
+from cnn_study.study.report import write_report
+
+# Every job: fake data, one short epoch, no test-end figures (seconds each).
+PROTOCOL = ["data=fake", "trainer=debug", "~callbacks.gradcam", "~callbacks.evaluation_figures"]
+
+
+def write_study(path: Path, **changes: object) -> Path:
+    """Two parts (constant vs step LR) × seeds 0, 1 and one claim; `changes` replace keys."""
+    study = {
+        "title": "tiny study",
+        "protocol": PROTOCOL,
+        "seeds": [0, 1],
+        "parts": [
+            {"name": "constant", "overrides": ["scheduler=constant"],
+             "published": {"test/acc": 0.5}},
+            {"name": "step", "overrides": ["scheduler=step"], "baseline": "constant"},
+        ],
+        "claims": [{"text": "step beats constant", "order": ["step", "constant"]}],
+    } | changes  # fmt: skip
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def run_study(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNN_STUDY_OUTPUT": str(cwd / "out")}
+    return subprocess.run(
+        [sys.executable, "-m", "cnn_study.study", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=600, env=env,
+    )  # fmt: skip
+
+
+def results(folder: Path) -> dict[str, dict]:
+    return {
+        str(path.parent.relative_to(folder)): json.loads(path.read_text())
+        for path in sorted(folder.rglob("results.json"))
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study run once by `python -m cnn_study.study`; its folder."""
+    cwd = tmp_path_factory.mktemp("study")
+    write_study(cwd / "tiny.yaml")
+    first = run_study("study=tiny.yaml", cwd=cwd)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return cwd / "out" / "studies" / "tiny"
+
+
+def test_a_study_runs_as_one_multirun_and_continues_without_retraining(tiny_study) -> None:
+    folder = tiny_study
+    jobs = results(folder)
+    assert set(jobs) == {"constant/seed0", "constant/seed1", "step/seed0", "step/seed1"}
+    assert all(job["status"] == "completed" for job in jobs.values())
+    assert [p.name for p in folder.glob("multirun.yaml")] == ["multirun.yaml"]  # one sweep
+    assert {job["seed"] for job in jobs.values()} == {0, 1}
+    assert all((folder / name / "test_predictions.npz").is_file() for name in jobs)
+    report = (folder / "report.md").read_text()
+    claim = next(line for line in report.splitlines() if line.startswith("| step beats"))
+    assert any(f"**{verdict}" in claim for verdict in ("supported", "contradicted", "not res"))
+    assert "churn" in claim and "McNemar" in claim
+    assert (folder / "family_constant.png").is_file() or (folder / "family_step.png").is_file()
+
+    checkpoints = {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")}
+    again = run_study("study=tiny.yaml", cwd=folder.parents[2])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 jobs of this batch already completed" in again.stderr + again.stdout
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")} == checkpoints
+    assert results(folder) == jobs
+
+
+def test_a_run_of_another_config_in_the_folder_is_never_pooled(tiny_study, tmp_path: Path) -> None:
+    """A run with the part's overrides plus trainer.max_epochs=2 (the old subset test
+    pooled it) is listed under other runs and changes no estimate or verdict."""
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    before = json.loads((folder / "report.json").read_text())
+    extra = folder / "extra_run"
+    shutil.copytree(folder / "step" / "seed0", extra)
+    config = yaml.safe_load((extra / HYDRA_CONFIG).read_text())
+    config["trainer"]["max_epochs"] = 2
+    (extra / HYDRA_CONFIG).write_text(yaml.safe_dump(config))
+    run = json.loads((extra / "results.json").read_text())
+    run |= {"overrides": [*run["overrides"], "trainer.max_epochs=2"], "test/acc": 0.99,
+            "seed": 7}  # fmt: skip
+    (extra / "results.json").write_text(json.dumps(run))
+
+    write_report([folder], folder)
+    after = json.loads((folder / "report.json").read_text())
+    assert after["other_runs"] == [str(extra)]
+    assert after["parts"]["step"]["seeds"] == [0, 1]
+    assert after["parts"]["step"]["estimate"] == before["parts"]["step"]["estimate"]
+    assert [c["verdict"] for c in after["claims"]] == [c["verdict"] for c in before["claims"]]
+    assert "| extra_run |" in (folder / "report.md").read_text()
+
+
+def test_until_resolved_adds_seeds_to_the_claims_parts_only(tmp_path: Path) -> None:
+    """Two parts a whisker apart (lr 1e-3 vs 1.000001e-3) never resolve: they get seeds
+    up to study.max_seeds in rounds; a part outside the claim keeps its seeds."""
+    write_study(
+        tmp_path / "close.yaml",
+        seeds=[0, 1],
+        parts=[
+            {"name": "lr a", "overrides": ["optimizer.lr=0.001"]},
+            {"name": "lr b", "overrides": ["optimizer.lr=0.001000001"], "baseline": "lr a"},
+            {"name": "other", "overrides": ["scheduler=step"]},
+        ],
+        claims=[{"text": "b beats a", "order": ["lr b", "lr a"]}],
+    )
+    done = run_study("study=close.yaml", "study.until_resolved=true", "study.max_seeds=4",
+                     cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "out" / "studies" / "close"
+    seeds = {}
+    for job in results(folder):
+        part, seed = job.split("/")
+        seeds.setdefault(part, set()).add(int(seed.removeprefix("seed")))
+    assert seeds == {"lr_a": {0, 1, 2, 3}, "lr_b": {0, 1, 2, 3}, "other": {0, 1}}
+    looks = json.loads((folder / "looks.json").read_text())["looks"]
+    assert [look["targets"] for look in looks] == [{"lr a": 4, "lr b": 4}, {}]
+    report = (folder / "report.md").read_text()
+    assert "**not resolved after 4 seeds (the budget)**" in report
+    assert "verdicts after 2 of 3 planned looks, each interval at 98.33 % confidence" in report
+
+
+def bad_study(tmp_path: Path, capsys: pytest.CaptureFixture, **changes: object) -> str:
+    path = write_study(tmp_path / "bad.yaml", **changes)
+    code = study_main([f"study={path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err
+    return err
+
+
+def test_bad_study_files_are_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    unknown = bad_study(tmp_path, capsys,
+                        claims=[{"text": "x", "order": ["step", "linear"]}])  # fmt: skip
+    assert "claims[0].order: unknown part 'linear' (parts: constant, step)" in unknown
+    twice = [{"name": "step", "overrides": ["scheduler=step"]}] * 2
+    assert "parts[1].name: duplicate part 'step'" in bad_study(tmp_path, capsys, parts=twice)
+    wrong = [{"name": "step", "overrides": ["arch=no_such"]}]
+    message = bad_study(tmp_path, capsys, parts=wrong, claims=[])
+    assert "parts[0].overrides (step):" in message and "no_such" in message
+    typo = bad_study(tmp_path, capsys, seedz=[0])
+    assert "seedz" in typo
+    same = [{"name": "a", "overrides": ["scheduler=step"]},
+            {"name": "b", "overrides": ["scheduler=step"]}]  # fmt: skip
+    assert "parts 'a' and 'b' are one configuration" in bad_study(
+        tmp_path, capsys, parts=same, claims=[]
+    )
+
+
+def test_a_folder_refuses_a_part_with_other_overrides(tiny_study, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    path = write_study(tmp_path / "tiny.yaml")
+    code = study_main([f"study={path}", f"study.dir={folder}", "trainer.max_epochs=3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ran part 'constant' with" in err and "study.dir=" in err
+
+
+def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
+    assert {"a", "b"} <= set(bundled_studies())
+    for name in ("a", "b"):
+        study = read_study(study_path(name))
+        configs = part_configs(study)
+        assert set(configs) == {p.name for p in study.parts}
+        assert study.claims and all(len(c.order) >= 2 for c in study.claims)
+    a = read_study(study_path("a"))
+    assert len(a.parts) == 15 and a.seeds == [0, 1, 2]
+    assert a.parts_by_name["A1 baseline"].published["test/acc"] == pytest.approx(0.7379)
+
+
+def test_the_notebook_shows_a_study_folder(tiny_study, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("CNN_STUDY_SWEEP", str(tiny_study))
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "study_report.ipynb", 4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                   for o in outputs)  # fmt: skip
+    assert "4 runs, 2 configurations" in text
+    assert "| step | completed | 0,1 |" in text and "step beats constant" in text
+    counts = re.search(r"'supported': (\d), 'contradicted': (\d), 'not resolved': (\d)", text)
+    assert counts is not None and sum(map(int, counts.groups())) == 1  # the one claim judged
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1  # one part family: constant and step
+
+
+def test_the_run_command_points_a_study_to_its_own_command(monkeypatch, capsys) -> None:
+    from cnn_study.__main__ import cli
+
+    monkeypatch.setattr(sys, "argv", ["cnn_study", "study=a"])
+    with pytest.raises(SystemExit) as stopped:
+        cli()
+    assert stopped.value.code == 2
+    assert "python -m cnn_study.study study=<name>" in capsys.readouterr().err
