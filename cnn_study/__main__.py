@@ -1,9 +1,14 @@
-"""`python -m cnn_study [group=option ...] [key=value ...]`: one run, or a sweep with -m."""
+"""`python -m cnn_study [group=option ...] [key=value ...]`: one run, or a sweep with -m.
+
+Thin and light: torch and Lightning are imported only once the config is composed and its
+numbers are checked, so `--help`, an unknown option and an out-of-range value answer in a
+couple of seconds."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +21,7 @@ from omegaconf import DictConfig
 from cnn_study.config import CONFIG_NAME, CONFIG_PATH
 from cnn_study.errors import CnnStudyError, interruption, user_error
 from cnn_study.paths import output_root
-from cnn_study.train import objective_value, run
+from cnn_study.schema import check_ranges
 
 log = logging.getLogger("cnn_study")
 
@@ -24,6 +29,11 @@ log = logging.getLogger("cnn_study")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
     """Run one job; return its objective (cfg.objective, what sweepers optimise)."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if not multirun:  # a sweep records a rejected job in its results.json (train.run)
+        reject_early(cfg)
+    from cnn_study.train import objective_value, run  # torch, Lightning: seconds
+
     try:
         results = run(cfg)
     except BaseException as error:
@@ -38,7 +48,7 @@ def main(cfg: DictConfig) -> float | None:
         if not isinstance(error, Exception):
             raise
         problem = user_error(error)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             # One job must not end a sweep: its results.json records the status and error,
             # its log file the message (and the traceback of a bug); the sweep goes on.
             if problem is None:
@@ -50,8 +60,21 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.error("%s", problem)  # a user error: one clear message, exit code 2
         sys.exit(2)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     return objective_value(cfg, results) if multirun else None
+
+
+def reject_early(cfg: DictConfig) -> None:
+    """A single run's out-of-range value: one line, exit 2, before any heavy import; the
+    folder Hydra made for it is removed when it holds nothing else (no run happened)."""
+    try:
+        check_ranges(cfg)
+    except CnnStudyError as problem:
+        log.error("%s", problem)
+        output_dir = Path(cfg.paths.output_dir)
+        leftovers = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
+        if leftovers <= {".hydra", f"{HydraConfig.get().job.name}.log"}:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        sys.exit(2)
 
 
 def writable_problem(path: Path) -> str | None:

@@ -1,8 +1,7 @@
 """Errors a user can fix: printed as one clear message, never as a traceback."""
 
+import sys
 from collections.abc import Iterator
-
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class CnnStudyError(Exception):
@@ -35,10 +34,14 @@ def interruption(error: BaseException) -> str | None:
 
     Lightning turns Ctrl-C into SystemExit(1) after its own handling, and SIGTERM (also
     what SLURM sends before it pre-empts a job) into SIGTERMException at the next step."""
+    # Lightning is not imported on the paths that fail before training (help, config errors);
+    # where it is not, no SIGTERMException can exist.
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    sigterm = getattr(exceptions, "SIGTERMException", None)
     for link in chain(error):
         if isinstance(link, KeyboardInterrupt):
             return "SIGINT"
-        if isinstance(link, SIGTERMException):
+        if sigterm is not None and isinstance(link, sigterm):
             return "SIGTERM"
     return None
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.finetune import classifier_layer
@@ -108,9 +108,6 @@ class ImageClassifier(L.LightningModule):
         labels = batch[1]
         self.train_loss.update(loss.detach(), weight=len(labels))
         self.train_acc.update(logits.detach(), labels)
-        # Epoch aggregates only: per-step logging forces a device sync (Lightning #20995).
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -118,8 +115,25 @@ class ImageClassifier(L.LightningModule):
         labels = batch[1]
         self.val_loss.update(loss, weight=len(labels))
         self.val_acc.update(logits, labels)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    # Epoch aggregates, logged once an epoch from the metrics' own state (synced across DDP
+    # ranks by `compute`). `self.log(name, metric)` in every step cost ≈ 3 ms a call on the
+    # CPU: Lightning moves the logged Metric to the batch's device on each call
+    # (`_ResultCollection.log` → `_ResultMetric.to`), 10 % of a cnn3 step.
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train", self.train_loss, self.train_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_acc)
+
+    def _log_epoch(self, stage: str, loss: MeanMetric, accuracy: Metric) -> None:
+        if loss.update_count == 0:  # e.g. an epoch that stopped before its first step
+            return
+        self.log_dict(
+            {f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()}, prog_bar=True
+        )
+        loss.reset()
+        accuracy.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss, logits = self._shared_step(batch, train=False)

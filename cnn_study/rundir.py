@@ -17,9 +17,6 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from cnn_study.errors import DivergedError, interruption
 
 RESULTS_FILE = "results.json"
@@ -31,11 +28,18 @@ RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED = (
 )  # fmt: skip
 
 
+def global_rank() -> int:
+    """This process's DDP rank: Lightning's when it is loaded (it sets the rank of the
+    processes it starts), else 0 — a process that never imported Lightning trains nothing."""
+    utilities = sys.modules.get("lightning.pytorch.utilities")
+    return int(utilities.rank_zero_only.rank) if utilities is not None else 0
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file.
 
     Under DDP only global rank 0 writes (every rank runs the same job, with the same data)."""
-    if rank_zero_only.rank != 0:
+    if global_rank() != 0:
         return
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -104,10 +108,13 @@ class Run:
                             if not o.lstrip("+~").startswith(("seed=", "resume="))))  # fmt: skip
 
     @cached_property
-    def _board(self) -> EventAccumulator | None:
+    def _board(self) -> Any:
+        """TensorBoard's own reader of the run's event files (None without any)."""
         board = self.path / TENSORBOARD_DIR
         if not board.is_dir():
             return None
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
         events = EventAccumulator(str(board))
         events.Reload()
         return events

@@ -22,9 +22,9 @@ from typing import Any, Literal
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig
-from torch import nn
 
 from cnn_study.errors import CnnStudyError
+from cnn_study.models.geometry import smallest_input_size
 
 PRIMITIVES = (bool, int, float, str, type(None))
 
@@ -156,6 +156,8 @@ def check_node(node: DictConfig, key_path: str) -> None:
     if signature is None:
         return
     parameters, hints = signature
+    from torch import nn  # the targets' modules import torch already
+
     var_keyword = next((p for p in parameters.values() if p.kind is p.VAR_KEYWORD), None)
     # **steps: nn.Module (augmentation.Pipeline): every extra key must be a node to build.
     wants_modules = var_keyword is not None and hints.get(var_keyword.name) is nn.Module
@@ -248,9 +250,10 @@ RANGES: dict[str, dict[str, Range]] = {
 
 
 def _numbers(node: Any, path: str) -> list[tuple[str, str, Any]]:
-    """(key path, key, value) of every number below `node`."""
+    """(key path, key, value) of every number written below `node`; interpolations are not
+    resolved (a resolver may import torch: `${cnn_study.precision:…}`)."""
     found = []
-    items = node.items() if isinstance(node, DictConfig) else []
+    items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else []
     for key, value in items:
         key_path = f"{path}.{key}"
         if isinstance(value, DictConfig):
@@ -276,8 +279,6 @@ def check_ranges(cfg: DictConfig) -> None:
         )
     arch = cfg.get("arch") or {}
     if str(arch.get("_target_", "")).endswith("build_cnn") and arch.get("input_size"):
-        from cnn_study.models.cnn import smallest_input_size
-
         smallest = smallest_input_size(len(arch.channels), arch.get("padding", 1))
         if arch.input_size < smallest:
             raise CnnStudyError(

@@ -6,6 +6,10 @@ import os
 
 # No hub is reachable in tests: fail at once instead of huggingface_hub's retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Under pytest-xdist each worker (and the processes its tests start) computes on one
+# thread: two workers on two cores, instead of four threads fighting over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +22,9 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from cnn_study.data.fake import class_pattern_images
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 CIFAR_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from cnn_study import bench
+from cnn_study.bench import training as bench
 from cnn_study.callbacks.grad_monitor import first_conv
 from cnn_study.data import in_memory
 from cnn_study.data.fake import FakeDataModule
@@ -133,12 +133,12 @@ def test_benchmark_runs_end_to_end_on_tiny_data(cifar_folder: Path, tmp_path: Pa
         [
             "--data-root", str(cifar_folder), "--device", "cpu", "--epochs", "2",
             "--batches", "3", "--workers", "0", "--rounds", "2", "--out", str(tmp_path),
-            "data.val_size=16", "data.batch_size=8",
+            "--layouts", "contiguous", "data.val_size=16", "data.batch_size=8",
         ]
     )  # fmt: skip
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    assert set(saved["variants"]) == {"lightning", "plain", "torchvision"}
+    assert set(saved["variants"]) == {"lightning", "plain", "torchvision", "contiguous"}
     for timing in saved["variants"].values():
         assert timing["images_per_epoch"] == 24  # 3 batches of 8
         assert [len(epochs) for epochs in timing["rounds"]] == [2, 2]
@@ -149,7 +149,13 @@ def test_benchmark_runs_end_to_end_on_tiny_data(cifar_folder: Path, tmp_path: Pa
     per_round = [y[1] / x[1] for x, y in zip(a, b)]  # a/b in throughput = b/a in time
     assert saved["ratios"]["a/b"]["median"] == pytest.approx(statistics.median(per_round))
     assert saved["ratios"]["a/b"]["min"] == pytest.approx(min(per_round))
-    assert set(saved["ratios"]) == {"a/b", "a/c"}
+    overhead = [(x[1] - y[1]) / 24 * 8 * 1000 for x, y in zip(a, b)]  # ms per batch of 8
+    assert saved["ratios"]["a − b, ms per step"]["median"] == pytest.approx(
+        statistics.median(overhead)
+    )
+    contiguous = [x[1] / y[1] for x, y in zip(a, saved["variants"]["contiguous"]["rounds"])]
+    assert saved["ratios"]["contiguous/a"]["max"] == pytest.approx(max(contiguous))
+    assert set(saved["ratios"]) == {"a/b", "a/c", "a − b, ms per step", "contiguous/a"}
     assert saved["data_placement"] == "device"
     assert (tmp_path / "config.yaml").is_file()
 

@@ -266,7 +266,7 @@ def test_in_memory_splits_are_slices_of_the_decoded_images(photos: Path, tmp_pat
 
 def test_streaming_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     """Tiny settings: the real photo folder, both paths in child processes, the table."""
-    from cnn_study import bench_stream
+    from cnn_study.bench import stream as bench_stream
 
     report = bench_stream.main([
         "--sizes", "100", "--archs", "cnn3:16", "--image-size", "24", "--batches", "4",

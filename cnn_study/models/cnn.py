@@ -21,6 +21,7 @@ from torch import nn
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.inputs import InputSpec, declare_input
+from cnn_study.models.geometry import feature_map_size, smallest_input_size
 
 Pooling = Literal["flatten", "global_avg"]
 
@@ -68,21 +69,6 @@ class ConvNet(nn.Module):
         return self.classifier[-1]
 
 
-def _feature_map_size(input_size: int, depth: int, padding: int) -> int:
-    size = input_size
-    for _ in range(depth):
-        size = size + 2 * padding - 2  # 3×3 convolution
-        if size < 2:
-            return 0
-        size //= 2  # max-pool 2
-    return size
-
-
-def smallest_input_size(depth: int, padding: int) -> int:
-    """The smallest square input (pixels) that `depth` conv blocks leave at least 1×1."""
-    return next(s for s in range(1, 4097) if _feature_map_size(s, depth, padding))
-
-
 def build_cnn(
     num_classes: int,
     channels: Sequence[int],
@@ -106,7 +92,7 @@ def build_cnn(
     dropout = dropout or 0.0  # None: regularization=none, no dropout in these networks
     if not 0.0 <= dropout < 1.0:
         raise CnnStudyError(f"dropout={dropout} must be in [0, 1)")
-    final_size = _feature_map_size(input_size, len(channels), padding)
+    final_size = feature_map_size(input_size, len(channels), padding)
     if final_size < 1:
         smallest = smallest_input_size(len(channels), padding)
         raise CnnStudyError(

@@ -8,14 +8,16 @@ Three ways to train the same network on the same training images, one process:
   (c) torchvision: the studies' style: the DataModule's training images served one PIL image
                    at a time (as torchvision's CIFAR10 does), ToTensor → Normalize per image,
                    DataLoader workers, fp32, a copy per batch.
+`--layouts contiguous compiled` adds (a) with contiguous tensors and (a) compiled.
 The variants alternate (a b c a b c …) for `--rounds` rounds, so that a busy machine slows
 all of them alike; each round's throughput is its epochs after the first (warm-up). It
 prints the median images/s of each variant with its range over rounds, the ratios a/b and
-a/c (the median of the per-round ratios, with their range), and writes `bench.json` and
-the resolved config of (a) to the output folder.
+a/c (the median of the per-round ratios, with their range), what (a) adds to a training
+step over (b) in ms, each layout variant over (a), and writes `bench.json` and the
+resolved config of (a) to the output folder.
 
 `--late-from <checkpoint>` instead times training steps from a late (regularized) training
-state against a fresh one, with and without subnormals flushed (`cnn_study.bench_late`).
+state against a fresh one, with and without subnormals flushed (`cnn_study.bench.late`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from PIL import Image
 from torch import nn
 
 from cnn_study import paths
-from cnn_study.bench_late import late_training
+from cnn_study.bench.late import late_training
 from cnn_study.config import CONFIG_NAME
 from cnn_study.inputs import Preprocess, declared_input
 from cnn_study.provenance import environment
@@ -270,19 +272,38 @@ def run_torchvision(
 
 
 RATIOS = (("plain", "a/b"), ("torchvision", "a/c"))
+# Variants of (a) with one setting of the module changed, each against (a) itself.
+LAYOUT_VARIANTS = {
+    "contiguous": "module.channels_last=false",
+    "compiled": "module.compile=true",
+}
 
 
-def ratios(timings: dict[str, Timing]) -> dict[str, dict[str, float]]:
-    """(a)'s throughput over (b)'s and over (c)'s, round by round (neighbours in time see
-    the same machine load): the median and the range of the per-round ratios."""
+def _spread(per_round: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round)}
+
+
+def ratios(timings: dict[str, Timing], batch_size: int) -> dict[str, dict[str, float]]:
+    """(a)'s throughput over (b)'s and over (c)'s, each layout variant's over (a)'s, round
+    by round (neighbours in time see the same machine load): the median and the range of
+    the per-round ratios; and what (a) adds to each training step over (b), in ms."""
     result = {}
     if "lightning" in timings:
         a = timings["lightning"].round_images_per_s
         for name, label in RATIOS:
             if name in timings:
-                per_round = [x / y for x, y in zip(a, timings[name].round_images_per_s)]
-                result[label] = {"median": statistics.median(per_round),
-                                 "min": min(per_round), "max": max(per_round)}  # fmt: skip
+                result[label] = _spread(
+                    [x / y for x, y in zip(a, timings[name].round_images_per_s)]
+                )
+        if "plain" in timings:
+            b = timings["plain"].round_images_per_s
+            result["a − b, ms per step"] = _spread(
+                [(1 / x - 1 / y) * batch_size * 1000 for x, y in zip(a, b)]
+            )
+        for name in LAYOUT_VARIANTS:
+            if name in timings:
+                rates = timings[name].round_images_per_s
+                result[f"{name}/a"] = _spread([x / y for x, y in zip(rates, a)])
     return result
 
 
@@ -333,6 +354,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip", nargs="+", choices=OPTIONAL_VARIANTS, default=[], help="variants not to run"
     )
     parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=tuple(LAYOUT_VARIANTS),
+        default=[],
+        help="also (a) with contiguous tensors (module.channels_last=false) or compiled "
+        "(module.compile=true), each against (a)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: <output root>/bench/<time>)"
     )
     parser.add_argument(
@@ -341,7 +370,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="instead of (a)-(c): time training steps from this checkpoint's late training "
         "state (weights, optimizer moments) against a fresh state, with and without subnormals "
-        "flushed (cnn_study.bench_late)",
+        "flushed (cnn_study.bench.late)",
     )
     parser.add_argument(
         "--late-steps", type=int, default=20, help="timed steps per state of --late-from"
@@ -402,8 +431,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"(c) torchvision: PIL transforms + DataLoader({args.workers} workers)")
             epoch_times = run_torchvision(cfg, parts, args.epochs, args.batches, args.workers)
             timings.setdefault("torchvision", Timing(images)).rounds.append(epoch_times)
+        for name in args.layouts:
+            override = LAYOUT_VARIANTS[name]
+            print(f"(a) {name}: {override}")
+            variant = bench_config(args.data_root, args.device, args.epochs, args.batches,
+                                   out, [*args.overrides, override])  # fmt: skip
+            epoch_times, _ = run_lightning(variant)
+            timings.setdefault(name, Timing(images)).rounds.append(epoch_times)
 
-    result_ratios = ratios(timings)
+    result_ratios = ratios(timings, cfg.data.batch_size)
     print_table(timings, result_ratios)
     report = {
         "command": [sys.executable, "-m", "cnn_study.bench", *(argv or sys.argv[1:])],

@@ -1,4 +1,4 @@
-"""`python -m cnn_study.bench_stream`: an image folder held in memory against streamed from
+"""`python -m cnn_study.bench.stream`: an image folder held in memory against streamed from
 its files.
 
 Builds once a synthetic folder of real JPEG photos (300–500 px a side, 10 classes) of the
@@ -102,7 +102,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     import lightning as L
     from omegaconf import open_dict
 
-    from cnn_study.bench import bench_config
+    from cnn_study.bench.training import bench_config
     from cnn_study.train import build
 
     class StepClock(L.Callback):
@@ -151,7 +151,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-stream-cache-") as cache:
         job = {**job, "cache_dir": cache}
         child = subprocess.Popen(
-            [sys.executable, "-m", "cnn_study.bench_stream", "--child", json.dumps(job)],
+            [sys.executable, "-m", "cnn_study.bench.stream", "--child", json.dumps(job)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         peak = 0
@@ -222,7 +222,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m cnn_study.bench_stream",
+        prog="python -m cnn_study.bench.stream",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = summarize(rows)
     print_table(summary)
     report = {
-        "command": [sys.executable, "-m", "cnn_study.bench_stream", *(argv or sys.argv[1:])],
+        "command": [sys.executable, "-m", "cnn_study.bench.stream", *(argv or sys.argv[1:])],
         "machine": environment(),
         "image_size": args.image_size,
         "workers": args.workers,
