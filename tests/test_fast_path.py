@@ -133,7 +133,7 @@ def test_benchmark_runs_end_to_end_on_tiny_data(cifar_folder: Path, tmp_path: Pa
         [
             "--data-root", str(cifar_folder), "--device", "cpu", "--epochs", "2",
             "--batches", "3", "--workers", "0", "--rounds", "2", "--out", str(tmp_path),
-            "--layouts", "contiguous", "data.val_size=16", "data.batch_size=8",
+            "--layout", "contiguous", "data.val_size=16", "data.batch_size=8",
         ]
     )  # fmt: skip
     saved = json.loads((tmp_path / "bench.json").read_text())

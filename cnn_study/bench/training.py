@@ -8,7 +8,7 @@ Three ways to train the same network on the same training images, one process:
   (c) torchvision: the studies' style: the DataModule's training images served one PIL image
                    at a time (as torchvision's CIFAR10 does), ToTensor → Normalize per image,
                    DataLoader workers, fp32, a copy per batch.
-`--layouts contiguous compiled` adds (a) with contiguous tensors and (a) compiled.
+`--layout contiguous --layout compiled` adds (a) with contiguous tensors and (a) compiled.
 The variants alternate (a b c a b c …) for `--rounds` rounds, so that a busy machine slows
 all of them alike; each round's throughput is its epochs after the first (warm-up). It
 prints the median images/s of each variant with its range over rounds, the ratios a/b and
@@ -354,12 +354,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip", nargs="+", choices=OPTIONAL_VARIANTS, default=[], help="variants not to run"
     )
     parser.add_argument(
-        "--layouts",
-        nargs="+",
+        "--layout",
+        action="append",
+        dest="layouts",
         choices=tuple(LAYOUT_VARIANTS),
         default=[],
         help="also (a) with contiguous tensors (module.channels_last=false) or compiled "
-        "(module.compile=true), each against (a)",
+        "(module.compile=true), each against (a); repeat for both",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: <output root>/bench/<time>)"
