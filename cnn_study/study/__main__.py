@@ -12,6 +12,7 @@ then writes report.md / report.csv / report.json and the pictures there.
                           unresolved claims, in rounds (error rate split over the looks)
   study.max_seeds=N       at most N seeds a part (default 10)
   study.max_looks=K       planned looks at the claims (default 3)
+  study.alpha=A           the error rate split over the looks (default 0.05)
   hydra/launcher=joblib hydra.launcher.n_jobs=2   jobs side by side (or =slurm)
   anything else           an override of every job, e.g. data.num_workers=2
 
