@@ -209,3 +209,39 @@ def test_the_run_command_points_a_study_to_its_own_command(monkeypatch, capsys) 
         cli()
     assert stopped.value.code == 2
     assert "python -m cnn_study.study study=<name>" in capsys.readouterr().err
+
+
+def test_a_scale_and_a_transfer_part_run_side_by_side_on_joblib(tmp_path: Path) -> None:
+    """`checkpoint_from`: the transfer part starts from the source part's best checkpoint of
+    the same seed, in a later batch; `study.scale`: its overrides are applied and listed as
+    deviations; `hydra/launcher=joblib` runs each batch's jobs in parallel processes."""
+    write_study(
+        tmp_path / "transfer.yaml",
+        parts=[
+            {"name": "source", "overrides": ["scheduler=constant"]},
+            {"name": "transfer", "overrides": ["finetune=full"], "baseline": "source",
+             "checkpoint_from": {"part": "source", "key": "finetune.from_checkpoint"}},
+        ],
+        claims=[{"text": "transfer beats source", "order": ["transfer", "source"]}],
+        scales={"quick": {"description": "smaller steps", "overrides": ["data.batch_size=16"],
+                          "parts": {"transfer": ["optimizer.lr=0.0005"]}}},
+    )  # fmt: skip
+    done = run_study("study=transfer.yaml", "study.scale=quick", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "out" / "studies" / "transfer_quick"
+    jobs = results(folder)
+    assert set(jobs) == {"source/seed0", "source/seed1", "transfer/seed0", "transfer/seed1"}
+    assert all(job["status"] == "completed" for job in jobs.values())
+    for seed in (0, 1):
+        best = jobs[f"source/seed{seed}"]["checkpoint_best"]
+        overrides = jobs[f"transfer/seed{seed}"]["overrides"]
+        assert f"finetune.from_checkpoint='{best}'" in overrides
+        assert "optimizer.lr=0.0005" in overrides and "data.batch_size=16" in overrides
+    # each batch (source, then transfer) went to joblib's worker processes as a whole
+    assert (done.stdout + done.stderr).count("Joblib.Parallel(n_jobs=2") == 2
+    summary = json.loads((folder / "report.json").read_text())
+    assert summary["study"]["deviations"] == ["every part: data.batch_size=16",
+                                              "transfer: optimizer.lr=0.0005"]  # fmt: skip
+    assert summary["parts"]["transfer"]["seeds"] == [0, 1] and summary["other_runs"] == []
+    assert "Scale `quick`: smaller steps" in (folder / "report.md").read_text()
