@@ -32,18 +32,29 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun:  # a sweep records a rejected job in its results.json (train.run)
         reject_early(cfg)
-    from cnn_study.train import objective_value, run  # torch, Lightning: seconds
+    from cnn_study.train import objective_value, resume_checkpoint, run  # torch: seconds
 
     try:
         results = run(cfg)
     except BaseException as error:
         stopped = interruption(error)
         if stopped is not None:  # also ends a sweep: the user (or the cluster) stopped it
-            log.warning(
-                "%s: stopped; checkpoints/last.ckpt holds the last completed epoch. Continue "
-                "with the same command and resume=true hydra.run.dir=%s",
-                stopped, cfg.paths.output_dir,
-            )  # fmt: skip
+            try:
+                last = resume_checkpoint(cfg, required=False)
+            except CnnStudyError:  # checkpoints off: nothing to resume either
+                last = None
+            if last:
+                log.warning(
+                    "%s: stopped; %s holds the last completed epoch. Continue with the same "
+                    "command and resume=true hydra.run.dir=%s",
+                    stopped, last, cfg.paths.output_dir,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "%s: stopped before an epoch completed: no checkpoint, nothing to resume; "
+                    "start again with the same command",
+                    stopped,
+                )
             sys.exit(128 + int(getattr(signal, stopped)))
         if not isinstance(error, Exception):
             raise

@@ -138,6 +138,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if previous.get("status") == COMPLETED:
             log.info("resume=true: %s already completed; not run again", output_dir)
             return previous
+        if resume is True:  # nothing to resume: say so without touching the run's record
+            resume_checkpoint(cfg, required=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_config(cfg)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this

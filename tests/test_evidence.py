@@ -191,3 +191,26 @@ def test_churn_and_exact_mcnemar_on_hand_made_prediction_files(tmp_path: Path) -
     other = (labels[::-1].copy(), a)
     with pytest.raises(ValueError, match="different images"):
         compare(first, other)
+
+
+def test_intervals_stay_within_the_range_of_a_proportion() -> None:
+    """Two wildly different seeds: the t interval of a mean accuracy would be
+    [0.5 ± 5.08]; it is clipped to [0, 1], a difference of accuracies to [−1, 1]."""
+    unbounded = estimate([0.1, 0.9])
+    assert unbounded is not None and unbounded.low == pytest.approx(0.5 - 12.706205 * 0.4)
+    bounded = estimate([0.1, 0.9], bounds=evidence.metric_bounds("test/acc"))
+    assert bounded is not None and (bounded.low, bounded.high) == (0.0, 1.0)
+    assert bounded.mean == pytest.approx(0.5) and bounded.text() == "50.00 [0.00, 100.00] (n=2)"
+    assert evidence.metric_bounds("test/f1_macro") == (0.0, 1.0)
+    assert evidence.metric_bounds("test/acc", difference=True) == (-1.0, 1.0)
+    assert evidence.metric_bounds("test/loss") is None
+    study = hand_study()
+    members = {name: [] for name in study.parts_by_name}
+    members["A1 baseline"] = [done(0, 0.1), done(1, 0.9)]
+    members["A4 BatchNorm"] = [done(0, 0.9), done(1, 0.1)]
+    parts = evidence.collect(study, members)
+    accuracy = parts["A1 baseline"].estimate("test/acc")
+    assert accuracy is not None and (accuracy.low, accuracy.high) == (0.0, 1.0)
+    difference = paired_difference(parts, "A4 BatchNorm", "A1 baseline", "test/acc", 0.95)
+    assert difference.estimate is not None
+    assert (difference.estimate.low, difference.estimate.high) == (-1.0, 1.0)

@@ -143,7 +143,7 @@ def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     output = fresh.stdout + fresh.stderr
     assert "resume=true, but there is no checkpoint" in output
     assert "Traceback" not in output
-    assert results(tmp_path / "new")["status"] == "failed"
+    assert not (tmp_path / "new" / "results.json").exists()  # nothing ran: nothing recorded
 
 
 def test_resume_of_a_completed_run_does_not_train_again(tmp_path: Path) -> None:
@@ -202,3 +202,22 @@ def test_resume_without_checkpointing_says_so(compose_cfg) -> None:
     cfg = compose_cfg("data=fake", "trainer=debug", "callbacks=none", "resume=true")
     with pytest.raises(CnnStudyError, match="resume needs checkpoints every epoch"):
         run(cfg)
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path: Path) -> None:
+    """Stopped before any epoch completed: the hint says so (it used to point at a
+    last.ckpt that did not exist), and following resume=true anyway fails with exit 2
+    without rewriting the run's `interrupted` status to `failed`."""
+    run_dir = tmp_path / "run"
+    stop = ("+callbacks.stop._target_=tests.helpers.SignalAtEpoch",
+            "+callbacks.stop.signal_name=SIGINT", "+callbacks.stop.epoch=0")  # fmt: skip
+    stopped = cli(*RUN, *stop, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=HELPERS)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    output = stopped.stdout + stopped.stderr
+    assert "nothing to resume; start again with the same command" in output
+    assert "resume=true" not in output
+    assert results(run_dir)["status"] == "interrupted"
+    resumed = cli(*RUN, "resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 2
+    assert "no checkpoint to resume from" in resumed.stdout + resumed.stderr
+    assert results(run_dir)["status"] == "interrupted"

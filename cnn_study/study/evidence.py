@@ -58,8 +58,28 @@ def t_half_width(std: float, n: int, confidence: float) -> float:
     return float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
 
 
-def estimate(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimate | None:
-    """Mean, std and Student-t interval of `values`; one value gets no interval."""
+Bounds = tuple[float, float]
+PROPORTION: Bounds = (0.0, 1.0)  # accuracy, precision, recall, F1, AUROC
+PROPORTION_DIFFERENCE: Bounds = (-1.0, 1.0)
+PROPORTION_NAMES = ("acc", "precision", "recall", "f1", "auroc")
+
+
+def metric_bounds(metric: str, difference: bool = False) -> Bounds | None:
+    """The range a metric (or a difference of two of it) can take; None when unbounded."""
+    name = metric.rsplit("/", 1)[-1].removesuffix("_macro")
+    if name not in PROPORTION_NAMES:
+        return None
+    return PROPORTION_DIFFERENCE if difference else PROPORTION
+
+
+def estimate(
+    values: Sequence[float], confidence: float = CONFIDENCE, bounds: Bounds | None = None
+) -> Estimate | None:
+    """Mean, std and Student-t interval of `values`; one value gets no interval.
+
+    With `bounds`, the interval is clipped to the range the quantity can take (a mean
+    accuracy lies in [0, 1]): clipping never removes a possible value, so the coverage
+    stays; two very different seeds no longer give [−5.84, 6.83]."""
     if not values:
         return None
     mean = statistics.fmean(values)
@@ -67,7 +87,10 @@ def estimate(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimat
         return Estimate(1, mean)
     std = statistics.stdev(values)
     half = t_half_width(std, len(values), confidence)
-    return Estimate(len(values), mean, std, mean - half, mean + half)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Estimate(len(values), mean, std, low, high)
 
 
 def look_confidence(looks: int, alpha: float = 1 - CONFIDENCE) -> float:
@@ -109,7 +132,7 @@ class PartRuns:
         return {seed: statistics.fmean(v) for seed, v in sorted(values.items())}
 
     def estimate(self, metric: str, confidence: float = CONFIDENCE) -> Estimate | None:
-        return estimate(list(self.by_seed(metric).values()), confidence)
+        return estimate(list(self.by_seed(metric).values()), confidence, metric_bounds(metric))
 
     @property
     def seeds(self) -> list[int]:
@@ -170,7 +193,8 @@ def paired_difference(
     a, b = parts[part].by_seed(metric), parts[baseline].by_seed(metric)
     seeds = tuple(sorted(set(a) & set(b)))
     values = tuple(a[s] - b[s] for s in seeds)
-    return Difference(part, baseline, metric, seeds, values, estimate(values, confidence))
+    interval = estimate(values, confidence, metric_bounds(metric, difference=True))
+    return Difference(part, baseline, metric, seeds, values, interval)
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,10 @@ class Row:
         return statistics.fmean(values), spread
 
     def estimate(self, metric: str) -> Estimate | None:
-        """Mean, std and 95 % interval over the completed seeds."""
+        """Mean, std and 95 % interval over the completed seeds, within the metric's range."""
         return estimate(
-            [r.results[metric] for r in self.completed if r.results.get(metric) is not None]
+            [r.results[metric] for r in self.completed if r.results.get(metric) is not None],
+            bounds=evidence.metric_bounds(metric),
         )
 
     @property
@@ -407,7 +408,8 @@ def study_sections(found: StudyEvidence, out: Path) -> tuple[list[str], list[Pat
         scale,
         "### Parts\n\nA run is a part's when its composed config, seed aside, equals the "
         "part's; seeds counts distinct seeds; the interval is a 95 % Student-t interval of "
-        "the mean over seeds; study figures are single runs of the original study.",
+        "the mean over seeds, clipped to the metric's range ([0, 1]; [−1, 1] for "
+        "differences); study figures are single runs of the original study.",
         markdown_table(header, lines),
         "### Each part against its baseline, paired by seed",
         differences_table(found),
