@@ -38,7 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cnn_study.errors import CnnStudyError
 from cnn_study.paths import output_root
 from cnn_study.study.definition import STUDY_FILE, Study, read_study, study_path
-from cnn_study.study.membership import PARTS_FILE, differing_keys, part_configs
+from cnn_study.study.membership import PARTS_FILE, differing_keys, part_configs, read_recorded
 
 SETTINGS = ("dir", "scale", "until_resolved", "max_seeds", "max_looks", "alpha")
 
@@ -95,7 +95,7 @@ def check_folder(study: Study, folder: Path, configs: dict[str, str]) -> None:
     """A folder holds one study's jobs: a part that has runs there must keep its overrides
     and its composed config (a newer cnn_study may compose it differently: its new jobs
     would not be repeats of the old ones)."""
-    saved, parts = folder / STUDY_FILE, folder / PARTS_FILE
+    saved = folder / STUDY_FILE
     if not saved.is_file():
         return
     before = read_study(saved).identity()
@@ -106,7 +106,7 @@ def check_folder(study: Study, folder: Path, configs: dict[str, str]) -> None:
                 f"gives {overrides}. Continue with the same overrides, or choose another "
                 "folder with study.dir=..."
             )
-    recorded = json.loads(parts.read_text()) if parts.is_file() else {}
+    recorded = read_recorded(folder)
     for part in study.parts:
         has_runs = (folder / part.slug).is_dir()
         if has_runs and part.name in recorded and recorded[part.name] != configs[part.name]:

@@ -100,11 +100,16 @@ def differing_keys(a: str, b: str) -> list[str]:
     return walk(json.loads(a), json.loads(b), "")
 
 
+def read_recorded(folder: Path) -> dict[str, str]:
+    """The part configs a study folder recorded ({} when it recorded none)."""
+    path = folder / PARTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def recorded_configs(folder: Path, study: Study) -> dict[str, str]:
     """The parts' configs recorded in a study folder, composed for parts it lacks: runs
     stay members of their part when a later cnn_study composes the part differently."""
-    path = folder / PARTS_FILE
-    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    recorded = read_recorded(folder)
     missing = [p for p in study.parts if p.name not in recorded]
     if missing:
         composed = part_configs(study)

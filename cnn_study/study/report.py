@@ -372,11 +372,8 @@ def others_table(others: list[Run]) -> str:
     lines = ["| run | overrides | status | test acc |", "|---|---|---|---|"]
     for run in others:
         accuracy = run.results.get("test/acc")
-        lines.append(
-            f"| {run.path.name} | {' '.join(run.overrides)} | {run.status} | "
-            f"{accuracy:.4f} |" if isinstance(accuracy, float) else
-            f"| {run.path.name} | {' '.join(run.overrides)} | {run.status} | — |"
-        )  # fmt: skip
+        shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "—"
+        lines.append(f"| {run.path.name} | {' '.join(run.overrides)} | {run.status} | {shown} |")
     return "\n".join(lines)
 
 
