@@ -281,7 +281,11 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
     train_time = timer.time_elapsed("train")
-    last_val_acc = trainer.callback_metrics.get("val/acc")
+    # The last epoch's figures (train vs validation: does the network overfit?).
+    last_epoch = {
+        name: float(value) if (value := trainer.callback_metrics.get(name)) is not None else None
+        for name in ("train/acc", "train/loss", "val/acc", "val/loss")
+    }
     best, last = checkpoint_callbacks(trainer)
     best_path = best.best_model_path if best else ""
     last_path = last.best_model_path if last else ""  # its one kept file: the latest epoch
@@ -303,7 +307,7 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
         **test_metrics,
         "best_val/acc": float(best_score) if best_score is not None else None,
         "best_val_epoch": _checkpoint_epoch(best_path) if best_path else None,
-        "val/acc": float(last_val_acc) if last_val_acc is not None else None,
+        **last_epoch,
         "params_total": total,
         "params_trainable": trainable,
         "epochs": trainer.current_epoch,

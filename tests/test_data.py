@@ -18,7 +18,7 @@ from torchvision.datasets import CIFAR10
 from cnn_study.data import cifar10 as cifar10_module
 from cnn_study.data.cifar10 import CIFAR10DataModule
 from cnn_study.data.fake import FakeDataModule
-from cnn_study.data.in_memory import seeded_split
+from cnn_study.data.in_memory import seeded_split, stratified_subset
 from cnn_study.errors import CnnStudyError, DataNotFoundError
 from tests.conftest import CIFAR_CLASSES, write_class_tree
 
@@ -66,6 +66,42 @@ def test_folder_export_is_read_split_and_cached(cifar_folder: Path, tmp_path: Pa
     cached.setup("fit")
     assert torch.equal(cached.splits.train_images, s.train_images)
     assert torch.equal(cached.splits.val_labels, s.val_labels)
+
+
+def test_a_train_subset_keeps_the_class_balance_for_every_seed(cifar_folder: Path, tmp_path: Path):
+    """`data.train_size`: a class-balanced part of the training split, the same images
+    whatever the run's seed; validation and test stay whole."""
+    whole = CIFAR10DataModule(cifar_folder, cache_dir=tmp_path / "cache", val_size=20)
+    whole.setup("fit")
+    subsets = []
+    for order_seed in (0, 1):
+        dm = CIFAR10DataModule(cifar_folder, cache_dir=tmp_path / "cache", val_size=20,
+                               train_size=30, order_seed=order_seed)  # fmt: skip
+        dm.setup("fit")
+        subsets.append(dm.splits)
+    s = subsets[0]
+    assert len(s.train_labels) == 30
+    counts = torch.bincount(s.train_labels, minlength=10)
+    whole_counts = torch.bincount(whole.splits.train_labels, minlength=10)
+    assert (counts - whole_counts * 30 / 60).abs().max() < 1  # each class at its share
+    assert torch.equal(s.train_images, subsets[1].train_images)
+    assert torch.equal(s.val_images, whole.splits.val_images)
+    assert torch.equal(s.test_labels, whole.splits.test_labels)
+    # every subset image is a training image of the whole split, none is a validation one
+    pool = {bytes(image.flatten().tolist()) for image in whole.splits.train_images}
+    assert all(bytes(image.flatten().tolist()) in pool for image in s.train_images)
+    too_many = CIFAR10DataModule(cifar_folder, cache_dir=tmp_path / "cache", val_size=20,
+                                 train_size=61)  # fmt: skip
+    with pytest.raises(CnnStudyError, match=r"data\.train_size=61: the training split has 60"):
+        too_many.setup("fit")
+
+
+def test_stratified_subset_shares_by_largest_remainder() -> None:
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    picked = stratified_subset(labels, 11, seed=3)
+    assert torch.bincount(labels[picked]).tolist() == [6, 3, 2]  # 5.5, 3.3, 2.2 → +1 to 0
+    assert len(set(picked.tolist())) == 11
+    assert torch.equal(picked, stratified_subset(labels, 11, seed=3))
 
 
 def test_channel_statistics_come_from_the_train_split(cifar_folder: Path, tmp_path: Path):

@@ -214,3 +214,46 @@ def test_intervals_stay_within_the_range_of_a_proportion() -> None:
     difference = paired_difference(parts, "A4 BatchNorm", "A1 baseline", "test/acc", 0.95)
     assert difference.estimate is not None
     assert (difference.estimate.low, difference.estimate.high) == (-1.0, 1.0)
+
+
+def test_a_claim_within_a_part_compares_two_metrics_of_the_same_runs() -> None:
+    """B1 overfits: its last-epoch train accuracy beats its validation accuracy, paired
+    by seed within the part's own runs."""
+    part = PartSpec("B1 gap4", ["experiment=b1_gap4"],
+                    published={"train/acc": 0.9385, "val/acc": 0.7743})  # fmt: skip
+    claim = ClaimSpec("B1 overfits", ["B1 gap4", "B1 gap4"], metrics=["train/acc", "val/acc"])
+    study = Study("b", parts=[part], claims=[claim], source="b.yaml")
+    runs = [Run(Path(f"/r/{s}"), {"status": "completed", "seed": s, "train/acc": t, "val/acc": v})
+            for s, (t, v) in enumerate([(0.93, 0.77), (0.95, 0.78), (0.94, 0.76)])]  # fmt: skip
+    result = evidence.judge(claim, evidence.collect(study, {"B1 gap4": runs}), study)
+    assert result.verdict == "supported"
+    (difference,) = result.differences
+    assert difference.values == pytest.approx((0.16, 0.17, 0.18))
+    assert difference.within_part
+    assert result.evidence().startswith("B1 gap4 train/acc − B1 gap4 val/acc: 17.00 [")
+    assert result.published == "B1 gap4 train/acc 93.85 > B1 gap4 val/acc 77.43"
+    no_train = [Run(Path("/r/x"), {"status": "completed", "seed": 0, "val/acc": 0.7})]
+    missing = evidence.judge(claim, evidence.collect(study, {"B1 gap4": no_train}), study)
+    assert missing.verdict == "not run"
+
+
+@pytest.mark.parametrize(
+    ("last_conv", "verdict"),
+    [
+        ((0.71, 0.72, 0.70), "supported"),  # last conv 0-1 points above head: not by much
+        ((0.80, 0.81, 0.79), "contradicted"),  # 9 points above: by much
+        ((0.70, 0.78, 0.74), "not resolved"),  # spread straddles the margin
+    ],
+)
+def test_a_negative_margin_claims_not_by_much(last_conv: tuple, verdict: str) -> None:
+    """head − last conv > −2 points: the last conv does not beat the head by more than 2."""
+    parts = [PartSpec("head", ["finetune=head"]), PartSpec("last", ["finetune=last_block"])]
+    claim = ClaimSpec("not by much", ["head", "last"], margin=-0.02)
+    study = Study("b", parts=parts, claims=[claim], source="b.yaml")
+    members = {
+        "head": [done(s, a) for s, a in enumerate((0.71, 0.71, 0.70))],
+        "last": [done(s, a) for s, a in enumerate(last_conv)],
+    }
+    result = evidence.judge(claim, evidence.collect(study, members), study)
+    assert result.verdict == verdict
+    assert "(claimed > -2)" in result.evidence()

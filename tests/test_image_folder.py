@@ -113,6 +113,19 @@ def test_stratified_seeded_split(tmp_path: Path) -> None:
     assert not torch.equal(other.splits.val_images, s.val_images)
 
 
+def test_a_subset_of_the_class_folders(tmp_path: Path) -> None:
+    """`data.classes`: only the named class folders, labelled in sorted order; a name
+    that is no folder is an error naming the folders."""
+    write_class_tree(tmp_path / "data", ["angry", "happy", "relaxed", "sad"], per_class=10, seed=0)
+    dm = module(tmp_path / "data", tmp_path, classes=["sad", "angry", "happy"])
+    assert dm.class_names == ["angry", "happy", "sad"]
+    s = dm.splits
+    assert len(s.train_labels) + len(s.val_labels) + len(s.test_labels) == 30
+    assert set(s.train_labels.tolist()) == {0, 1, 2}
+    with pytest.raises(CnnStudyError, match=r"no folder \['calm'\].*folders: \['angry'"):
+        module(tmp_path / "data", tmp_path, classes=["calm", "happy"])
+
+
 def test_existing_split_folders_are_used(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_class_tree(root / "train", ["a", "b"], per_class=10, seed=0)

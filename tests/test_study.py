@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from cnn_study.study.__main__ import main as study_main
+from cnn_study.study.__main__ import prepare
 from cnn_study.study.definition import bundled_studies, read_study, study_path
-from cnn_study.study.membership import HYDRA_CONFIG, part_configs
+from cnn_study.study.membership import HYDRA_CONFIG, PARTS_FILE, part_configs
 from cnn_study.study.report import write_report
 from tests.conftest import execute_report_notebook
 
@@ -180,6 +181,45 @@ def test_a_folder_refuses_a_part_with_other_overrides(tiny_study, tmp_path: Path
     assert code == 2 and "ran part 'constant' with" in err and "study.dir=" in err
 
 
+def test_a_scale_may_change_a_part_that_has_not_run_yet(tiny_study, tmp_path: Path) -> None:
+    """Only parts with runs in the folder must keep their overrides: a scale that changes
+    a part without runs continues the folder."""
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    shutil.rmtree(folder / "step")
+    path = write_study(tmp_path / "tiny.yaml",
+                       scales={"cpu": {"parts": {"step": ["optimizer.lr=0.002"]}}})  # fmt: skip
+    study, _, _ = prepare([f"study={path}", f"study.dir={folder}", "study.scale=cpu"])
+    assert "optimizer.lr=0.002" in study.job_overrides(study.parts_by_name["step"])
+
+
+def test_a_new_option_with_a_null_default_keeps_the_runs_in_their_parts(
+    tiny_study, tmp_path: Path
+) -> None:
+    """Runs made by a cnn_study without an option (here: no `regularization.dropout`
+    key), and a folder that recorded its part configs with their null entries, stay the
+    parts of a newer cnn_study that has the option with a null default."""
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    recorded = json.loads((folder / PARTS_FILE).read_text())
+    for name, config in recorded.items():
+        config = json.loads(config)
+        config["regularization"]["dropout"] = None  # as an older cnn_study recorded it
+        recorded[name] = json.dumps(config, sort_keys=True)
+    (folder / PARTS_FILE).write_text(json.dumps(recorded))
+    for run_config in folder.rglob(str(HYDRA_CONFIG)):
+        config = yaml.safe_load(run_config.read_text())
+        del config["regularization"]["dropout"]
+        run_config.write_text(yaml.safe_dump(config))
+    before = json.loads((folder / "report.json").read_text())
+
+    prepare([f"study={write_study(tmp_path / 'tiny.yaml')}", f"study.dir={folder}"])
+    write_report([folder], folder)
+    after = json.loads((folder / "report.json").read_text())
+    assert after["other_runs"] == []
+    assert after["parts"] == before["parts"]
+
+
 def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
     assert {"a", "b"} <= set(bundled_studies())
     for name in ("a", "b"):
@@ -245,3 +285,11 @@ def test_a_scale_and_a_transfer_part_run_side_by_side_on_joblib(tmp_path: Path) 
                                               "transfer: optimizer.lr=0.0005"]  # fmt: skip
     assert summary["parts"]["transfer"]["seeds"] == [0, 1] and summary["other_runs"] == []
     assert "Scale `quick`: smaller steps" in (folder / "report.md").read_text()
+
+
+def test_a_claim_with_metrics_names_one_a_part(tmp_path: Path, capsys) -> None:
+    short = bad_study(tmp_path, capsys, claims=[
+        {"text": "x", "order": ["step", "step"], "metrics": ["train/acc"]}])  # fmt: skip
+    assert "claims[0].metrics: 1 metrics for 2 parts of order" in short
+    twice = bad_study(tmp_path, capsys, claims=[{"text": "x", "order": ["step", "step"]}])
+    assert "claims[0].order: a part twice on one metric" in twice

@@ -130,6 +130,8 @@ def test_training_logs_scalars_hparams_and_checkpoints(
     assert Path(results["checkpoint_best"]).is_file()
     assert Path(results["checkpoint_last"]).is_file()
     assert results["epochs"] == 2 and results["best_val/acc"] == max(logged["val/acc"])
+    for tag in ("train/acc", "train/loss", "val/acc", "val/loss"):  # the last epoch's
+        assert results[tag] == pytest.approx(logged[tag][-1]), tag
     seconds = Run(run_dir, results).epoch_seconds()  # from TensorBoard's event times
     assert len(seconds) == 2 and all(t > 0 for t in seconds)
     (line,) = describe_runs([run_dir])

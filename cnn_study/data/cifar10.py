@@ -10,7 +10,12 @@ from torchvision.datasets import CIFAR10
 
 from cnn_study.data.cache import fingerprint, load_or_build
 from cnn_study.data.decode import class_folders, decode_same_size, scan_class_tree
-from cnn_study.data.in_memory import ImageSplits, InMemoryImageDataModule, seeded_split
+from cnn_study.data.in_memory import (
+    ImageSplits,
+    InMemoryImageDataModule,
+    seeded_split,
+    stratified_subset,
+)
 from cnn_study.errors import CnnStudyError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -32,7 +37,9 @@ class CIFAR10DataModule(InMemoryImageDataModule):
 
     Sources under `root`, first match wins: torchvision's `cifar-10-batches-py`, a folder
     export `train/<class>/*` + `test/<class>/*` (decoded once, cached in `cache_dir`),
-    else torchvision's download (when `download` is true).
+    else torchvision's download (when `download` is true). `train_size`: train on a
+    class-balanced subset of that many training images, the same for every seed (a
+    smaller scale of a study); validation and test stay whole.
     """
 
     def __init__(
@@ -47,6 +54,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         placement: str = "auto",
         order_seed: int = 0,
         download: bool = True,
+        train_size: int | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, placement, order_seed)
         self.root = Path(root).expanduser().resolve()
@@ -54,6 +62,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         self.val_size = val_size
         self.split_seed = split_seed
         self.download = download
+        self.train_size = train_size
 
     def _has_archive(self) -> bool:
         return (self.root / ARCHIVE_DIR).is_dir()
@@ -85,6 +94,14 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         else:
             train_images, train_labels, test_images, test_labels, classes = self._read_folders()
         train_idx, val_idx = seeded_split(len(train_labels), self.val_size, self.split_seed)
+        if self.train_size is not None:
+            if self.train_size > len(train_idx):
+                raise CnnStudyError(
+                    f"data.train_size={self.train_size}: the training split has "
+                    f"{len(train_idx)} images (after {self.val_size} for validation)"
+                )
+            subset = stratified_subset(train_labels[train_idx], self.train_size, self.split_seed)
+            train_idx = train_idx[subset]
         return ImageSplits(
             train_images=train_images[train_idx],
             train_labels=train_labels[train_idx],

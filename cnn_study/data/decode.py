@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,9 @@ def class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_class_tree(root: Path) -> ClassTree:
-    """Class names (sorted folder names), image files and labels under `root`.
+def scan_class_tree(root: Path, classes: Sequence[str] | None = None) -> ClassTree:
+    """Class names (sorted folder names), image files and labels under `root`; with
+    `classes`, only those class folders (a subset of a dataset's classes).
 
     An empty class folder is an error that names it; files that are not images by their
     suffix are collected in `ignored`, so the caller can name them in one warning.
@@ -58,6 +59,15 @@ def scan_class_tree(root: Path) -> ClassTree:
     folders = class_folders(root)
     if not folders:
         raise CnnStudyError(f"no class folders under {root}")
+    if classes is not None:
+        names = [f.name for f in folders]
+        unknown = [c for c in classes if c not in names]
+        if unknown or len(set(classes)) < 2:
+            raise CnnStudyError(
+                f"data.classes={list(classes)}: name at least two distinct class folders of "
+                f"{root}" + (f"; no folder {unknown}" if unknown else "") + f" (folders: {names})"
+            )
+        folders = [f for f in folders if f.name in classes]
     tree = ClassTree(classes=[f.name for f in folders], files=[], labels=[])
     for label, folder in enumerate(folders):
         entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))

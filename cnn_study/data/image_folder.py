@@ -92,7 +92,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     every DataModule. `view`: "square" (centre square at `image_size`, the same pixels on
     both paths) or "full_resolution" (streaming only: a random-resized crop and flip of the
     full image for training, the central `crop_fraction` for evaluation, at the network's
-    input size — how pretrained networks were trained).
+    input size — how pretrained networks were trained). `classes`: only these class
+    folders (e.g. a 3-class subset of a dataset), labelled in their sorted order.
     """
 
     placements = (*PLACEMENTS, "stream")
@@ -113,6 +114,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         memory_budget: float | str = 0.5,
         view: str = "square",
         crop_fraction: float = 0.875,
+        classes: list[str] | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, placement, order_seed)
         if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
@@ -139,6 +141,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.memory_budget = memory_budget
         self.view = view
         self.crop_fraction = crop_fraction
+        self.classes = list(classes) if classes is not None else None
         self.streaming: bool | None = None  # decided in setup
         self._trees_found: dict[str, ClassTree] | None = None
         self._files: dict[str, tuple[list[Path], Tensor]] = {}
@@ -156,9 +159,13 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if self._trees_found is not None:
             return self._trees_found
         if not (self.root / "train").is_dir():
-            trees = {"all": scan_class_tree(self.root)}
+            trees = {"all": scan_class_tree(self.root, self.classes)}
         else:
-            trees = {s: scan_class_tree(self.root / s) for s in SPLITS if (self.root / s).is_dir()}
+            trees = {
+                s: scan_class_tree(self.root / s, self.classes)
+                for s in SPLITS
+                if (self.root / s).is_dir()
+            }
         for split, tree in trees.items():
             if tree.classes != next(iter(trees.values())).classes:
                 raise CnnStudyError(

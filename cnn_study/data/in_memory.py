@@ -91,6 +91,20 @@ def seeded_split(n: int, val_size: int, split_seed: int) -> tuple[Tensor, Tensor
     return permutation[val_size:], permutation[:val_size]
 
 
+def stratified_subset(labels: Tensor, size: int, seed: int) -> Tensor:
+    """Sorted indices of `size` items drawn by `seed`, each class at its share of `labels`
+    (largest remainders): a smaller training set with the same class balance."""
+    if not 0 < size <= len(labels):
+        raise CnnStudyError(f"subset of {size}: choose 1 to {len(labels)} images")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    classes, counts = labels.unique(return_counts=True)
+    exact = counts.double() * size / len(labels)
+    quotas = exact.floor().long()
+    quotas[torch.argsort(exact - quotas, descending=True)[: size - int(quotas.sum())]] += 1
+    picked = [order[labels[order] == c][:q] for c, q in zip(classes, quotas, strict=True)]
+    return torch.cat(picked).sort().values
+
+
 class InMemoryImageDataModule(L.LightningDataModule):
     """Base DataModule: subclasses implement `load_splits`; batching and stats live here.
 

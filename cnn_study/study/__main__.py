@@ -100,7 +100,8 @@ def check_folder(study: Study, folder: Path, configs: dict[str, str]) -> None:
         return
     before = read_study(saved).identity()
     for name, overrides in study.identity().items():
-        if name in before and before[name] != overrides:
+        has_runs = (folder / study.parts_by_name[name].slug).is_dir()
+        if has_runs and name in before and before[name] != overrides:
             raise CnnStudyError(
                 f"study folder {folder} ran part {name!r} with {before[name]}; this command "
                 f"gives {overrides}. Continue with the same overrides, or choose another "

@@ -67,9 +67,25 @@ class PartSpec:
 
 @dataclass
 class ClaimSpec:
+    """Each part of `order` beats the next on `metric` by more than `margin`.
+
+    `metrics`: one metric per entry of `order` instead, for a claim within a part (B1
+    overfits: [B1, B1] on [train/acc, val/acc]). A negative `margin` claims "does not
+    fall short by more than −margin" (the last conv does not beat the head by much:
+    [head, last conv], margin −0.02)."""
+
     text: str = MISSING
     order: list[str] = MISSING
     metric: str = DEFAULT_METRIC
+    metrics: list[str] | None = None
+    margin: float = 0.0
+
+    def metric_of(self, position: int) -> str:
+        return self.metrics[position] if self.metrics else self.metric
+
+    def entries(self) -> list[tuple[str, str]]:
+        """(part, metric) of each position of `order`."""
+        return [(name, self.metric_of(i)) for i, name in enumerate(self.order)]
 
 
 @dataclass
@@ -265,6 +281,12 @@ def _problems(study: Study) -> Iterator[str]:
         for name in claim.order:
             if name not in names:
                 yield f"claims[{index}].order: unknown part {name!r} (parts: {known})"
+        if claim.metrics is not None and len(claim.metrics) != len(claim.order):
+            yield (f"claims[{index}].metrics: {len(claim.metrics)} metrics for "
+                   f"{len(claim.order)} parts of order; give one metric a part")  # fmt: skip
+        elif len(set(claim.entries())) != len(claim.order):
+            yield (f"claims[{index}].order: a part twice on one metric; to compare a part "
+                   "with itself give metrics: one a position")  # fmt: skip
     if not study.seeds:
         yield "seeds: empty"
     if len(set(study.seeds)) != len(study.seeds):

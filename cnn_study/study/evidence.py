@@ -3,10 +3,11 @@ and how many seeds an unresolved claim needs.
 
 A part's mean over seeds gets a Student-t confidence interval. Two parts are compared seed
 by seed (the same seed shares initialisation and data order, so the difference removes
-most of the seed-to-seed spread). A claim ("each part of `order` beats the next") is
-**supported** when every paired interval lies on the claimed side of zero,
-**contradicted** when one lies on the other side, **not resolved** when an interval
-includes zero or fewer than two seeds are paired, **not run** when a part has no
+most of the seed-to-seed spread). A claim ("each part of `order` beats the next", by
+more than a margin, zero unless the claim gives one; or one metric of a part beats another
+of the same part) is **supported** when every paired interval lies on the claimed side of
+the margin, **contradicted** when one lies on the other side, **not resolved** when an
+interval includes the margin or fewer than two seeds are paired, **not run** when a part has no
 completed run (the reason is kept: failed with its error, needs something, no job).
 
 Repeated looks (`study.until_resolved`): every look at a claim is another chance of a
@@ -161,7 +162,8 @@ def collect(study: Study, members: dict[str, list[Run]]) -> dict[str, PartRuns]:
 
 @dataclass(frozen=True)
 class Difference:
-    """`part` minus `baseline` on `metric`, seed by seed."""
+    """`part` on `metric` minus `baseline` on `baseline_metric` (the same metric when
+    None), seed by seed; the claim is that it exceeds `margin`."""
 
     part: str
     baseline: str
@@ -169,32 +171,50 @@ class Difference:
     seeds: tuple[int, ...]
     values: tuple[float, ...]
     estimate: Estimate | None
+    baseline_metric: str | None = None
+    margin: float = 0.0
 
     def verdict(self) -> Verdict:
-        """Whether `part` beats `baseline`, by the interval of the difference."""
+        """Whether `part` beats `baseline` by more than the margin, by the interval."""
         e = self.estimate
         if e is None or e.low is None or e.high is None:
             return "not resolved"
-        if e.low > 0:
+        if e.low > self.margin:
             return "supported"
-        if e.high < 0:
+        if e.high < self.margin:
             return "contradicted"
         return "not resolved"
 
+    @property
+    def within_part(self) -> bool:
+        return self.part == self.baseline
+
     def text(self) -> str:
         shown = self.estimate.text() if self.estimate else "no paired seeds"
-        return f"{self.part} − {self.baseline}: {shown}"
+        if self.baseline_metric and self.baseline_metric != self.metric:
+            name = f"{self.part} {self.metric} − {self.baseline} {self.baseline_metric}"
+        else:
+            name = f"{self.part} − {self.baseline}"
+        claimed = f" (claimed > {self.margin * 100:+g})" if self.margin else ""
+        return f"{name}: {shown}{claimed}"
 
 
 def paired_difference(
-    parts: dict[str, PartRuns], part: str, baseline: str, metric: str, confidence: float
+    parts: dict[str, PartRuns],
+    part: str,
+    baseline: str,
+    metric: str,
+    confidence: float,
+    baseline_metric: str | None = None,
+    margin: float = 0.0,
 ) -> Difference:
     """Mean and interval of part − baseline over the seeds both completed."""
-    a, b = parts[part].by_seed(metric), parts[baseline].by_seed(metric)
+    other = baseline_metric or metric
+    a, b = parts[part].by_seed(metric), parts[baseline].by_seed(other)
     seeds = tuple(sorted(set(a) & set(b)))
     values = tuple(a[s] - b[s] for s in seeds)
     interval = estimate(values, confidence, metric_bounds(metric, difference=True))
-    return Difference(part, baseline, metric, seeds, values, interval)
+    return Difference(part, baseline, metric, seeds, values, interval, other, margin)
 
 
 @dataclass(frozen=True)
@@ -224,10 +244,15 @@ class ClaimResult:
 def published_text(claim: ClaimSpec, study: Study) -> str:
     """The study's own figures of the claim's parts, e.g. 'A4 77.71 > A1 73.79'."""
     parts = study.parts_by_name
-    figures = [(name, parts[name].published.get(claim.metric)) for name in claim.order]
+    entries = claim.entries()
+    figures = [(name, parts[name].published.get(metric)) for name, metric in entries]
     if all(value is None for _, value in figures):
         return ""
-    return " > ".join(f"{n} {v * 100:.2f}" if v is not None else f"{n} —" for n, v in figures)
+    labels = [f"{n} {m}" if claim.metrics else n for n, m in entries]
+    return " > ".join(
+        f"{label} {v * 100:.2f}" if v is not None else f"{label} —"
+        for label, (_, v) in zip(labels, figures, strict=True)
+    )
 
 
 def judge(
@@ -236,13 +261,15 @@ def judge(
     """Every ordering supported → supported; any contradicted → contradicted; a part
     without a completed run → not run (with why); else not resolved."""
     published = published_text(claim, study)
-    missing = [name for name in dict.fromkeys(claim.order) if not parts[name].by_seed(claim.metric)]
+    missing = list(dict.fromkeys(n for n, m in claim.entries() if not parts[n].by_seed(m)))
     if missing:
         reasons = "; ".join(f"{name}: {parts[name].status}" for name in missing)
         return ClaimResult(claim, "not run", (), reasons, published)
     differences = tuple(
-        paired_difference(parts, better, worse, claim.metric, confidence)
-        for better, worse in pairwise(claim.order)
+        paired_difference(
+            parts, better, worse, better_metric, confidence, worse_metric, claim.margin
+        )
+        for (better, better_metric), (worse, worse_metric) in pairwise(claim.entries())
     )
     verdicts = [d.verdict() for d in differences]
     if "contradicted" in verdicts:
@@ -282,7 +309,9 @@ def seed_targets(study: Study, parts: dict[str, PartRuns], confidence: float) ->
             continue
         open_pairs = [d for d in result.differences if d.verdict() == "not resolved"]
         now = min(len(d.seeds) for d in open_pairs)
-        needed = [seeds_needed(d.values, confidence, limit) for d in open_pairs]
+        needed = [
+            seeds_needed([v - d.margin for v in d.values], confidence, limit) for d in open_pairs
+        ]
         # Without a spread to plan with, three seeds give the first useful interval.
         want = max((n if n is not None else MIN_PLANNING_SEEDS) for n in needed)
         target = min(limit, max(now + 1, want))

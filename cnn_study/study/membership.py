@@ -43,9 +43,20 @@ def compose_config(overrides: list[str]) -> dict[str, Any]:
     return container
 
 
+def without_nulls(node: Any) -> Any:
+    """`node` without its null entries: an option a newer cnn_study adds with a null
+    default (the old behaviour) leaves the config's meaning, and its runs' parts, as they were."""
+    if isinstance(node, dict):
+        return {key: without_nulls(value) for key, value in node.items() if value is not None}
+    if isinstance(node, list):
+        return [without_nulls(value) for value in node]
+    return node
+
+
 def canonical(config: dict[str, Any], drop: Iterable[str] = ()) -> str:
-    """A config as one comparable string, without the repeat keys and the `drop` keys."""
-    config = json.loads(json.dumps(config, default=str))
+    """A config as one comparable string, without the repeat keys, the `drop` keys and
+    null entries."""
+    config = without_nulls(json.loads(json.dumps(config, default=str)))
     for dotted in (*REPEAT_KEYS, *drop):
         *parents, last = dotted.split(".")
         node = config
@@ -101,9 +112,11 @@ def differing_keys(a: str, b: str) -> list[str]:
 
 
 def read_recorded(folder: Path) -> dict[str, str]:
-    """The part configs a study folder recorded ({} when it recorded none)."""
+    """The part configs a study folder recorded ({} when it recorded none), in today's
+    canonical form (older folders recorded null entries)."""
     path = folder / PARTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    return {name: canonical(json.loads(config)) for name, config in recorded.items()}
 
 
 def recorded_configs(folder: Path, study: Study) -> dict[str, str]:

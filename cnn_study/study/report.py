@@ -320,7 +320,12 @@ def claims_table(found: StudyEvidence) -> tuple[str, list[evidence.ClaimResult]]
             seeds = min((len(d.seeds) for d in result.differences), default=0)
             verdict += f" after {seeds} seeds" + (" (the budget)" if seeds >= limit else "")
         per_image = (
-            "; ".join(image_view(found, d.part, d.baseline) for d in result.differences) or "—"
+            "; ".join(
+                image_view(found, d.part, d.baseline)
+                for d in result.differences
+                if not d.within_part
+            )
+            or "—"
         )
         lines.append(
             f"| {result.claim.text} | {result.published or '—'} | **{verdict}** | "
