@@ -1,5 +1,10 @@
 """`python -m cnn_study [group=option ...] [key=value ...]`: one run, or a sweep with -m.
 
+Exit codes: 0 done; 1 a run failed, or a sweep ran and some of its jobs failed (after its
+summary; a diverged job is a result, not a failure); 2 the command line or the config is
+wrong (nothing trained);
+128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM), resumable from its last checkpoint.
+
 Thin and light: torch and Lightning are imported only once the config is composed and its
 numbers are checked, so `--help`, an unknown option and an out-of-range value answer in a
 couple of seconds."""
@@ -21,14 +26,20 @@ from omegaconf import DictConfig
 from cnn_study.config import CONFIG_NAME, CONFIG_PATH
 from cnn_study.errors import CnnStudyError, interruption, user_error
 from cnn_study.paths import output_root
+from cnn_study.runlock import LOCK_FILE
 from cnn_study.schema import check_ranges
+from cnn_study.sweep import unfinished_jobs
 
 log = logging.getLogger("cnn_study")
+# Jobs that reached the task function: an error before the first one is the command
+# line's or the config's (exit 2), not a run's.
+JOBS_STARTED: list[bool] = []
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
     """Run one job; return its objective (cfg.objective, what sweepers optimise)."""
+    JOBS_STARTED.append(True)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun:  # a sweep records a rejected job in its results.json (train.run)
         reject_early(cfg)
@@ -83,7 +94,7 @@ def reject_early(cfg: DictConfig) -> None:
         log.error("%s", problem)
         output_dir = Path(cfg.paths.output_dir)
         leftovers = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
-        if leftovers <= {".hydra", f"{HydraConfig.get().job.name}.log"}:
+        if leftovers <= {".hydra", f"{HydraConfig.get().job.name}.log", LOCK_FILE}:
             shutil.rmtree(output_dir, ignore_errors=True)
         sys.exit(2)
 
@@ -125,7 +136,16 @@ def cli() -> None:
     except CnnStudyError as problem:
         print(f"cnn_study: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        # Hydra ends with 1 for any error; one before a job started is a config error
+        # (unknown option or key, bad override syntax, missing launcher plugin).
+        if stop.code == 1 and not JOBS_STARTED:
+            sys.exit(2)
+        raise
+    if unfinished_jobs():
+        sys.exit(1)  # a sweep that ran but has failed jobs: its summary names them
 
 
 if __name__ == "__main__":

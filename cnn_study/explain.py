@@ -4,7 +4,10 @@
     python -m cnn_study.explain ckpt=... images=[a.jpg,b.png] layer=features.2.0 output_dir=out
 
 Writes one `<image>_gradcam.png` (image | heat map | overlay, predicted class in the title)
-per image into `output_dir` (default: $CNN_STUDY_OUTPUT/explain/<time>).
+per image into `output_dir` (default: $CNN_STUDY_OUTPUT/explain/<time>), at the image's
+path below the images' common folder: `angry/x.jpg` and `happy/x.jpg` give
+`angry/x_gradcam.png` and `happy/x_gradcam.png`. Existing outputs are an error unless
+`overwrite=true`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from cnn_study.errors import CnnStudyError
 from cnn_study.figures import gradcam_figure
 from cnn_study.inputs import displayable
 from cnn_study.module import load_classifier
-from cnn_study.tool import run_tool
+from cnn_study.tool import refuse_overwrite, relative_outputs, run_tool
 
 log = logging.getLogger("cnn_study.explain")
 
@@ -40,6 +43,7 @@ class ExplainArgs:
     layer: str | None = None  # default: the last conv layer
     output_dir: str | None = None
     batch_size: int = 16
+    overwrite: bool = False  # replace existing overlays in output_dir
 
 
 def explain(args: ExplainArgs) -> list[Path]:
@@ -53,7 +57,8 @@ def explain(args: ExplainArgs) -> list[Path]:
     files = image_files(args.images)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.output_dir) if args.output_dir else paths.output_root() / "explain" / stamp
-    out.mkdir(parents=True, exist_ok=True)
+    targets = dict(zip(files, relative_outputs(files, out, "_gradcam.png"), strict=True))
+    refuse_overwrite(list(targets.values()), args.overwrite, "output_dir")
     written: list[Path] = []
     skipped: list[str] = []
     crop = model.input_spec.crop_fraction
@@ -63,7 +68,8 @@ def explain(args: ExplainArgs) -> list[Path]:
         shown = displayable(images, model.input_spec)  # as the network sees them
         for path, image, heat, label in zip(chunk, shown, maps.numpy(), predictions.tolist()):
             figure = gradcam_figure(image[None], heat[None], None, [model.class_names[label]])
-            target = out / f"{path.stem}_gradcam.png"
+            target = targets[path]
+            target.parent.mkdir(parents=True, exist_ok=True)
             figure.savefig(target, dpi=110)
             written.append(target)
     if skipped:

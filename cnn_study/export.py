@@ -30,7 +30,7 @@ from cnn_study.data.decode import image_files, square_batches
 from cnn_study.errors import CnnStudyError
 from cnn_study.inputs import Preprocess
 from cnn_study.module import ImageClassifier, load_classifier
-from cnn_study.tool import run_tool
+from cnn_study.tool import refuse_overwrite, run_tool
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -44,6 +44,7 @@ class ExportArgs:
     output: str | None = None  # default: <output root>/export/<time>/model.onnx|.pt
     opset: int = 18  # ONNX opset
     check_images: str | None = None  # a folder or file: compare the export with PyTorch on it
+    overwrite: bool = False  # replace an existing export (and its .json)
 
 
 class ProbabilityModel(nn.Module):
@@ -96,6 +97,8 @@ def export(args: ExportArgs) -> list[str]:
         if args.output
         else paths.output_root() / "export" / stamp / f"model{suffix}"
     )
+    described = target.with_suffix(target.suffix + ".json")
+    refuse_overwrite([target, described], args.overwrite, "output")
     target.parent.mkdir(parents=True, exist_ok=True)
     model = ProbabilityModel(classifier).eval()
     example = torch.zeros(2, len(classifier.input_spec.mean or ()), size, size, dtype=torch.uint8)
@@ -111,7 +114,6 @@ def export(args: ExportArgs) -> list[str]:
             )  # fmt: skip
         else:
             torch.jit.trace(model, example).save(str(target))
-    described = target.with_suffix(target.suffix + ".json")
     described.write_text(json.dumps(sidecar(classifier, args.ckpt, args.format), indent=2) + "\n")
     lines = [str(target), str(described)]
     if args.check_images:

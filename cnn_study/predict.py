@@ -7,7 +7,8 @@ Each row: the image's path, the predicted class and its probability, and every c
 probability. Images get the checkpoint's own preprocessing (its input spec), batched, with
 a progress bar; unreadable files are skipped and named. When `images` is one folder whose
 sub-folders are named after the checkpoint's classes, the true class is added to each row,
-the accuracy printed and a confusion figure written beside the CSV.
+the accuracy printed and a confusion figure `<csv name>_confusion.png` written beside the CSV.
+An existing CSV (or figure) is an error unless `overwrite=true`.
 Default output: $CNN_STUDY_OUTPUT/predict/<time>/predictions.csv.
 """
 
@@ -31,7 +32,7 @@ from cnn_study.data.decode import image_files, square_batches
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import confusion_figure
 from cnn_study.module import load_classifier
-from cnn_study.tool import run_tool
+from cnn_study.tool import refuse_overwrite, run_tool
 
 log = logging.getLogger("cnn_study.predict")
 
@@ -45,6 +46,7 @@ class PredictArgs:
     output: str | None = None  # the CSV; default: <output root>/predict/<time>/predictions.csv
     batch_size: int = 64
     device: str = "auto"  # auto (CUDA when available), cpu, cuda
+    overwrite: bool = False  # replace an existing CSV (and its confusion figure)
 
 
 def true_classes(images: Any, files: list[Path], class_names: list[str]) -> list[int] | None:
@@ -92,6 +94,8 @@ def predict(args: PredictArgs) -> list[str]:
         if args.output
         else paths.output_root() / "predict" / stamp / "predictions.csv"
     )
+    confusion_path = target.with_name(f"{target.stem}_confusion.png")
+    refuse_overwrite([target, *([confusion_path] if truth else [])], args.overwrite, "output")
     target.parent.mkdir(parents=True, exist_ok=True)
     accuracy = MulticlassAccuracy(num_classes=len(names), average="micro")
     confusion = MulticlassConfusionMatrix(num_classes=len(names))
@@ -125,10 +129,10 @@ def predict(args: PredictArgs) -> list[str]:
     lines = [f"predictions: {target} ({len(files) - len(skipped)} images)"]
     if truth is not None:
         figure = confusion_figure(confusion.compute().numpy(), names)
-        figure.savefig(target.with_name("confusion.png"), dpi=110)
+        figure.savefig(confusion_path, dpi=110)
         lines += [
             f"accuracy: {float(accuracy.compute()):.4f} (true classes from the folder names)",
-            f"confusion: {target.with_name('confusion.png')}",
+            f"confusion: {confusion_path}",
         ]
     return lines
 

@@ -2,8 +2,9 @@
 
 A run directory holds `results.json`, written atomically when the run starts (status
 "running") and again when it ends ("completed", or "diverged" / "failed" / "interrupted"
-with the error), `config.yaml` (the resolved config), `checkpoints/` and `tensorboard/`.
-Training writes it; the report, the sweep summary and the notebook read it, only here.
+/ "rejected" — a config or data error before any checkpoint — with the error),
+`config.yaml` (the resolved config), `checkpoints/` and `tensorboard/`. Training writes
+it; the report, the sweep summary and the notebook read it, only here.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from cnn_study.errors import DivergedError, interruption
+from cnn_study.errors import DivergedError, interruption, user_error
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
 DEFAULT_OBJECTIVE = ("best_val/acc", "maximize")
 TENSORBOARD_DIR = "tensorboard"
-RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED = (
-    "running", "completed", "diverged", "failed", "interrupted",
+RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED, REJECTED = (
+    "running", "completed", "diverged", "failed", "interrupted", "rejected",
 )  # fmt: skip
 
 
@@ -60,11 +61,15 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     return read_json(run_dir / RESULTS_FILE)
 
 
-def ended_status(error: BaseException) -> str:
-    """The status of a run that ended with `error`."""
+def ended_status(error: BaseException, trained: bool = True) -> str:
+    """The status of a run that ended with `error`; `trained`: whether it had saved a
+    checkpoint. A user error before any checkpoint (a missing data root, a one-class
+    folder, absent weights) is "rejected": the configuration never trained."""
     if interruption(error):
         return INTERRUPTED
-    return DIVERGED if isinstance(error, DivergedError) else FAILED
+    if isinstance(error, DivergedError):
+        return DIVERGED
+    return REJECTED if user_error(error) is not None and not trained else FAILED
 
 
 @dataclass

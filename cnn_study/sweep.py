@@ -69,6 +69,15 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+_UNFINISHED: list[int] = []  # per finished sweep of this process: jobs that did not end
+
+
+def unfinished_jobs() -> int:
+    """Jobs of this process's last sweep that neither completed nor diverged (0 without
+    a sweep): a command that ran such a sweep exits 1 after its summary."""
+    return _UNFINISHED[-1] if _UNFINISHED else 0
+
+
 class SweepSummary(Callback):
     """Writes `summary.json` and `summary.md` into the sweep directory after the last job."""
 
@@ -83,5 +92,8 @@ class SweepSummary(Callback):
         print_table(summary_table(summary), longest)
         counts = summary["status_counts"]
         unfinished = sum(n for status, n in counts.items() if status != "completed")
+        # A diverged job trained: its divergence is a result (an Optuna search expects
+        # some); a failed, interrupted or never-ended job is not.
+        _UNFINISHED.append(unfinished - counts.get("diverged", 0))
         report = log.warning if unfinished else log.info
         report("sweep %s: %s; summary: %s", sweep_dir, counts, sweep_dir / "summary.md")

@@ -3,8 +3,10 @@ arguments checked against a dataclass, one-line errors with exit code 2, `--help
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
@@ -36,3 +38,23 @@ def run_tool(
     for line in produced or []:
         print(line)
     return 0
+
+
+def refuse_overwrite(targets: Sequence[Path], overwrite: bool, key: str) -> None:
+    """A tool never replaces an earlier output silently: existing `targets` are an error
+    that names them, unless `overwrite=true`."""
+    existing = [path for path in targets if path.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise CnnStudyError(
+            f"{existing[0]}{more} exists already; choose another {key}=... or add "
+            "overwrite=true to replace"
+        )
+
+
+def relative_outputs(files: Sequence[Path], folder: Path, suffix: str) -> list[Path]:
+    """One output per input under `folder`, at the input's path relative to the inputs'
+    common folder (class folders kept), so that two inputs never share an output."""
+    resolved = [path.resolve() for path in files]
+    common = Path(os.path.commonpath([p.parent for p in resolved])) if resolved else folder
+    return [folder / p.relative_to(common).with_name(p.stem + suffix) for p in resolved]

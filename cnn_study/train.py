@@ -39,6 +39,7 @@ from cnn_study.rundir import (
     read_results,
     write_results,
 )
+from cnn_study.runlock import acquire, release
 from cnn_study.schema import check_ranges, check_targets
 from cnn_study.study.predictions import save_predictions
 
@@ -132,6 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not (isinstance(cfg.resume, bool) or cfg.resume == "auto"):
         raise CnnStudyError(f"resume={cfg.resume!r}; choose one of true, false, auto")
     output_dir = Path(cfg.paths.output_dir)
+    acquire(output_dir)  # a sweep job's folder: a second live process refuses here
     resume = effective_resume(cfg)
     if resume:
         previous = read_results(output_dir)
@@ -159,7 +161,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["status"] = COMPLETED
     except BaseException as error:  # the file must say that this run did not finish
         cause = user_error(error) or error
-        results["status"] = ended_status(error)
+        trained = any((output_dir / "checkpoints").glob("*.ckpt"))
+        results["status"] = ended_status(error, trained)
         stopped = interruption(error)
         results["error"] = (
             f"stopped by {stopped}" if stopped else f"{type(cause).__name__}: {cause}"
@@ -167,6 +170,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         write_results(output_dir, results)
+        release(output_dir)
     if rank_zero_only.rank == 0:
         print_run_summary(results, output_dir)
     return results

@@ -38,8 +38,8 @@ def probe(tmp_path: Path, *args: str) -> tuple[dict, str]:
     [
         (["--help"], 0, "Configuration groups"),
         (["--cfg", "job"], 0, "max_epochs"),
-        (["arch=no_such"], 1, "Could not find 'arch/no_such'"),
-        (["trainer.max_epoch=3"], 1, "max_epoch"),
+        (["arch=no_such"], 2, "Could not find 'arch/no_such'"),
+        (["trainer.max_epoch=3"], 2, "max_epoch"),
         (["optimizer.lr=-1"], 2, "optimizer.lr=-1: must be a number > 0"),
         (["arch=gap4", "arch.input_size=16"], 2, "need at least 46 px"),
     ],

@@ -67,9 +67,13 @@ def test_torchscript_export_matches_pytorch(
     with torch.no_grad():
         got = torch.jit.load(str(target))(images)
     assert torch.allclose(got, expected, atol=1e-5)
-    # In-process through the same `main` as the command line:
-    code = export.main([f"ckpt={checkpoint}", "format=torchscript", f"output={target}",
-                        f"check_images={image_folder}"])  # fmt: skip
+    # In-process through the same `main` as the command line; the same output again is
+    # refused unless overwrite=true:
+    again = [f"ckpt={checkpoint}", "format=torchscript", f"output={target}",
+             f"check_images={image_folder}"]  # fmt: skip
+    assert export.main(again) == 2
+    assert "model.pt and 1 more exists already" in capsys.readouterr().err
+    code = export.main([*again, "overwrite=true"])
     difference = float(capsys.readouterr().out.split("on 30 images: ")[1].split()[0])
     assert code == 0 and difference < 1e-5
     assert export.main([f"ckpt={checkpoint}", "format=tflite"]) == 2

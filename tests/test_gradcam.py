@@ -152,6 +152,30 @@ def test_explain_skips_unreadable_images_and_explains_the_rest(
     assert "skipped 1 images" in caplog.text and "broken.jpg (unreadable" in caplog.text
 
 
+def test_explain_keeps_class_folders_and_never_overwrites(
+    compose_cfg: ComposeFn, tmp_path: Path, capsys
+) -> None:
+    """`angry/x.jpg` and `happy/x.jpg` get two overlays (the CIFAR-10 export names files
+    0000.jpg in every class); a second explain into the same folder is refused."""
+    results = run(compose_cfg("data=fake", "trainer=debug", *NO_FIGURES, output_dir=tmp_path / "r"))
+    for index, name in enumerate(["angry", "happy"]):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (90 * index, 90, 10)).save(tmp_path / "photos" / name / "x.jpg")
+    arguments = [f"ckpt={results['checkpoint_best']}", f"images={tmp_path / 'photos'}",
+                 f"output_dir={tmp_path / 'out'}"]  # fmt: skip
+    assert explain.main(arguments) == 0
+    written = sorted(
+        str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")
+    )
+    assert written == ["angry/x_gradcam.png", "happy/x_gradcam.png"]
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.png")}
+    capsys.readouterr()
+    assert explain.main(arguments) == 2
+    assert "x_gradcam.png and 1 more exists already" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.png")} == before
+    assert explain.main([*arguments, "overwrite=true"]) == 0
+
+
 @pytest.mark.parametrize("case", ["missing", "not a checkpoint", "foreign checkpoint"])
 def test_explain_names_a_bad_checkpoint_in_one_line(tmp_path: Path, capsys, case: str) -> None:
     ckpt = tmp_path / "model.ckpt"

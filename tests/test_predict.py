@@ -57,7 +57,7 @@ def test_predict_a_class_tree(trained: dict, image_folder: Path, tmp_path: Path)
         assert float(row[2]) == pytest.approx(float(expected.max()), abs=1e-5)
     correct = sum(row[1] == row[3] for row in rows) / len(rows)
     assert f"accuracy: {correct:.4f}" in done.stdout
-    assert (output.parent / "confusion.png").is_file()
+    assert (output.parent / "preds_confusion.png").is_file()
 
 
 def test_predict_files_without_classes_and_bad_input(
@@ -73,6 +73,9 @@ def test_predict_files_without_classes_and_bad_input(
     with output.open() as handle:
         header, *rows = list(csv.reader(handle))
     assert "true" not in header and [row[0] for row in rows] == [str(f) for f in files]
+    again = predict.main([f"ckpt={trained['checkpoint_last']}", f"images={listed}",
+                          f"output={output}"])  # fmt: skip
+    assert again == 2 and "preds.csv exists already" in capsys.readouterr().err
     for args, message in [
         ((f"ckpt={tmp_path / 'none.ckpt'}", f"images={files[0]}"), "no such file"),
         ((f"ckpt={trained['checkpoint_last']}", f"images={tmp_path / 'nowhere'}"), "neither"),

@@ -38,7 +38,7 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     failed = cli("-m", "cnn_study", "-m", "data=fake", "arch=gap4", "arch.input_size=16",
                  f"hydra.sweep.dir={out}/rejected", cwd=tmp_path, out=out)  # fmt: skip
-    assert failed.returncode == 0, failed.stderr[-2000:]
+    assert failed.returncode == 1, failed.stderr[-2000:]  # it ran; its one job failed
     return out / "grid", out
 
 
@@ -66,10 +66,14 @@ def test_sweep_report_rows_mean_std_and_failures(tiny_sweep, tmp_path: Path) -> 
         assert len(accuracies) == 2
         expected = f"{statistics.fmean(accuracies):.4g} ± {statistics.stdev(accuracies):.2g}"
         assert row["acc"] == expected
-    failures = [row for row in rows if row[1].startswith("failed")]
-    assert len(failures) == 1 and "input_size=16" in failures[0][1]
+    # the rejected job (a config error before any checkpoint) is no configuration
+    assert [row for row in rows if row[1] != "completed"] == []
     markdown = (sweep_dir / "report.md").read_text()
-    assert "scheduler=step" in markdown and "failed" in markdown
+    assert "scheduler=step" in markdown
+    rejected = markdown.split("## Rejected before training", 1)[1]
+    assert rejected.count("| ") and "arch.input_size=16" in rejected
+    assert "need at least 46 px" in rejected
+    assert len(json.loads((sweep_dir / "report.json").read_text())["rejected"]) == 1
     best = json.loads((sweep_dir / "report.json").read_text())["best_by_objective"]
     means = {
         name: statistics.fmean(

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from scipy import stats
 
-from cnn_study.rundir import Run
+from cnn_study.rundir import REJECTED, Run
 from cnn_study.study.definition import ClaimSpec, PartSpec, Study
 
 CONFIDENCE = 0.95
@@ -142,7 +142,8 @@ class PartRuns:
 
     @property
     def status(self) -> str:
-        """'completed', 'failed: <first error>', 'not run (needs …): <error>', 'not run'."""
+        """'completed', 'failed: <first error>', 'rejected: <error>' (config or data refused
+        before training), 'not run (needs …): <error>', 'not run'."""
         if self.completed:
             return "completed"
         if not self.runs:
@@ -153,6 +154,8 @@ class PartRuns:
             return f"not run (needs {self.part.needs}): {error}"
         if all(r.status == "running" for r in self.runs):
             return "running"
+        if all(r.status == REJECTED for r in self.runs):
+            return f"rejected: {error}"
         return f"failed: {error}"
 
 

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import part_figure, val_curves_figure
 from cnn_study.provenance import describe, environment
-from cnn_study.rundir import RESULTS_FILE, Run, find_runs, read_json
+from cnn_study.rundir import REJECTED, RESULTS_FILE, Run, find_runs, read_json
 from cnn_study.study import evidence
 from cnn_study.study.definition import STUDY_FILE, Study, read_study
 from cnn_study.study.evidence import Estimate, PartRuns, estimate
@@ -447,11 +447,21 @@ def study_sections(found: StudyEvidence, out: Path) -> tuple[list[str], list[Pat
     return sections, pictures, summary
 
 
+def rejected_markdown(rejected: list[Run]) -> str:
+    """Runs whose config or data was refused before any checkpoint: never configurations."""
+    lines = ["## Rejected before training", "", "| run | overrides | error |", "|---|---|---|"]
+    for run in rejected:
+        error = str(run.results.get("error", "")).replace("|", "/")[:200]
+        lines.append(f"| {run.path} | {' '.join(run.overrides)} | {error} |")
+    return "\n".join(lines)
+
+
 def write_report(folders: list[Path], out: Path, command: str | None = None) -> list[Path]:
     runs = find_runs(folders)
     if not runs:
         raise CnnStudyError(f"no {RESULTS_FILE} below {', '.join(map(str, folders))}")
-    rows = group(runs)
+    rejected = [run for run in runs if run.status == REJECTED]
+    rows = group([run for run in runs if run.status != REJECTED])
     header, lines = table(rows)
     best = best_by_objective(rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -469,7 +479,7 @@ def write_report(folders: list[Path], out: Path, command: str | None = None) -> 
         study_md, pictures, study_json = study_sections(found, out)
         sections += study_md
         summary |= study_json
-    else:
+    elif rows:
         val_curves(rows).savefig(out / "val_curves.png", dpi=110)
         pictures = [out / "val_curves.png"]
         sections.append("![validation curves](val_curves.png)")
@@ -478,6 +488,7 @@ def write_report(folders: list[Path], out: Path, command: str | None = None) -> 
         "95 % Student-t confidence interval of the mean test accuracy.",
         markdown_table(header, lines),
         _best_markdown(best),
+        *([rejected_markdown(rejected)] if rejected else []),
     ]
     (out / "report.md").write_text("\n\n".join(sections) + "\n")
     with (out / "report.csv").open("w", newline="") as handle:
@@ -485,6 +496,7 @@ def write_report(folders: list[Path], out: Path, command: str | None = None) -> 
     summary |= {
         "configurations": [dict(zip(header, cells)) for cells in lines],
         "best_by_objective": best,
+        "rejected": [str(run.path) for run in rejected],
     }
     (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return [out / "report.md", out / "report.csv", out / "report.json", *pictures]

@@ -1,0 +1,140 @@
+"""One live run per folder: a run holds `.run.lock` (PID, host, SLURM job, start time) in
+its folder while it trains; a second process refuses with one line naming the holder.
+
+A lock whose process is gone (same host, PID not alive) or that a requeued SLURM job left
+behind (same SLURM_JOB_ID) is stale: taken over with a warning. A lock from another host
+cannot be checked and is refused; the message says which file to delete if that process
+is known to be gone. Only the first process of a run takes the lock: the other DDP ranks
+(RANK / LOCAL_RANK / SLURM_PROCID set and not 0) share their rank 0's folder.
+
+Hydra writes `.hydra/` and the job log into a run folder before the task starts, so a
+single run takes its lock in Hydra's `on_run_start` callback, before any of that; sweep
+jobs get distinct folders by construction (`hydra.sweep.subdir`, the study runner's
+`<part>/seed<k>`), and `train.run` takes the lock again, so that two sweeps pointed at
+one folder cannot both train in it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnn_study.errors import CnnStudyError
+
+LOCK_FILE = ".run.lock"
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
+
+log = logging.getLogger(__name__)
+_held: set[Path] = set()
+
+
+class FolderBusyError(CnnStudyError):
+    """Another live process trains in this run folder."""
+
+
+def is_first_process() -> bool:
+    """False in the other ranks of a DDP run, which share rank 0's folder and lock."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
+
+
+def _holder() -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def stale_reason(holder: dict[str, Any]) -> str | None:
+    """Why a lock left by `holder` no longer protects a live run, or None when it does."""
+    me = _holder()
+    job = holder.get("slurm_job_id")
+    if job and job == me["slurm_job_id"]:
+        return f"SLURM job {job} was requeued"
+    if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
+        return f"process {holder.get('pid')} has ended"
+    return None
+
+
+def acquire(folder: Path) -> None:
+    """Take `folder`'s run lock (creating the folder); released at exit. Refuses with
+    FolderBusyError when a live process holds it. Idempotent within one process."""
+    folder = folder.resolve()
+    if folder in _held or not is_first_process():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    for _ in range(2):  # a second try after taking over a stale lock
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read(path)
+            if holder.get("pid") == os.getpid() and holder.get("host") == _holder()["host"]:
+                break
+            reason = stale_reason(holder)
+            if reason is None:
+                raise FolderBusyError(
+                    f"run folder {folder} is in use by process {holder.get('pid')} on "
+                    f"{holder.get('host')} (since {holder.get('started')}); wait for it to "
+                    "end or choose another folder (hydra.run.dir=...). If that process is "
+                    f"gone, delete {path}"
+                ) from None
+            log.warning("taking over the run lock of %s: %s", folder, reason)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(_holder(), handle)
+        break
+    _held.add(folder)
+    atexit.register(release, folder)
+
+
+def release(folder: Path) -> None:
+    """Give up `folder`'s lock if this process holds it."""
+    folder = folder.resolve()
+    if folder not in _held:
+        return
+    _held.discard(folder)
+    path = folder / LOCK_FILE
+    if _read(path).get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # half-written or just removed: treat as unknown holder
+        return {}
+
+
+class RunLock(Callback):
+    """Takes a single run's lock before Hydra writes into its folder; a busy folder ends
+    the command with one line and exit code 2, the folder untouched."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            acquire(Path(config.hydra.run.dir))
+        except FolderBusyError as busy:
+            print(f"cnn_study: error: {busy}", file=sys.stderr)
+            sys.exit(2)
