@@ -12,14 +12,21 @@ CONFIG_NAME = "config"
 
 
 def auto_precision(accelerator: str = "auto") -> str:
-    """Mixed precision on CUDA (bf16 where the GPU supports it), full precision elsewhere."""
+    """Mixed precision on CUDA — bf16 where the GPU computes it in hardware (Ampere and
+    later), fp16 where bf16 would only be emulated (V100, T4: slower than fp16) — full
+    precision elsewhere.
+
+    Resolving it queries the GPU, which initialises CUDA: this happens in the training
+    process, as the run's config is resolved just before Lightning sets up the same
+    device. Processes that only compose configs (the study runner, `--cfg job`, reports)
+    keep it unresolved and touch no GPU."""
     if accelerator not in ("auto", "gpu", "cuda"):
         return "32-true"
     import torch
 
     if not torch.cuda.is_available():
         return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
 
 
 def register_resolvers() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,28 @@ from tests.conftest import ComposeFn
 
 
 @pytest.mark.parametrize(
-    ("cuda", "bf16", "accelerator", "expected"),
+    ("cuda", "native_bf16", "accelerator", "expected"),
     [
         (False, False, "auto", "32-true"),
-        (True, True, "auto", "bf16-mixed"),
-        (True, False, "auto", "16-mixed"),
+        (True, True, "auto", "bf16-mixed"),  # A100, H100: bf16 in hardware
+        (True, False, "auto", "16-mixed"),  # V100, T4: bf16 only emulated, slow
         (True, True, "gpu", "bf16-mixed"),
         (True, True, "cpu", "32-true"),
     ],
 )
-def test_auto_precision(cuda, bf16, accelerator, expected, monkeypatch: pytest.MonkeyPatch):
+def test_auto_precision(cuda, native_bf16, accelerator, expected, monkeypatch: pytest.MonkeyPatch):
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native_bf16 or including_emulation  # every CUDA GPU emulates bf16
+
+    # the stand-in has torch's own signature: a call torch would refuse fails here too
+    def parameters(function) -> list[tuple]:
+        return [
+            (p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()
+        ]
+
+    assert parameters(is_bf16_supported) == parameters(torch.cuda.is_bf16_supported)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     assert auto_precision(accelerator) == expected
 
 

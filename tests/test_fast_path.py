@@ -96,6 +96,18 @@ def test_data_that_does_not_fit_falls_back_or_fails_by_name(monkeypatch) -> None
         FakeDataModule(placement="gpu")
 
 
+def test_the_placement_is_decided_once_for_every_split(monkeypatch) -> None:
+    """On a GPU the free memory shrinks once the splits are placed and while the allocator
+    holds training memory: asked again at `trainer.test`, placement=device refused data
+    that fitted before training. The first answer holds for every split."""
+    answers = iter([True, False, False])
+    monkeypatch.setattr(in_memory, "fits_on_device", lambda num_bytes, device: next(answers))
+    forced = FakeDataModule(placement="device")
+    forced.setup()
+    loaders = [forced.train_dataloader(), forced.val_dataloader(), forced.test_dataloader()]
+    assert all(isinstance(loader, DeviceBatches) for loader in loaders)
+
+
 def test_workers_take_the_dataloader_path() -> None:
     dm = FakeDataModule(num_workers=1)
     dm.setup()

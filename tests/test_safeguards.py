@@ -52,6 +52,31 @@ def test_rng_state_is_restored_when_resuming_and_only_then() -> None:
     assert set(checkpoint[RNG_KEY]) >= {"torch", "numpy", "python"}
 
 
+def test_resuming_on_a_node_with_fewer_gpus(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A checkpoint saved on 2 GPUs resumed on 1: torch's `set_rng_state_all` would set
+    device 1, which this node lacks (invalid device ordinal). Restored: device 0, warned."""
+    restored: dict[int, torch.Tensor] = {}
+
+    def set_rng_state(new_state: torch.Tensor, device: int | str = "cuda") -> None:
+        index = int(device) if not isinstance(device, str) else 0
+        if index >= 1:  # what CUDA answers for a device this node does not have
+            raise RuntimeError("CUDA error: invalid device ordinal")
+        restored[index] = new_state
+
+    for module in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(module, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    checkpoint: dict = {}
+    with monkeypatch.context() as saving_on_two_gpus:
+        saving_on_two_gpus.setattr(torch.cuda, "get_rng_state_all",
+                                   lambda: [torch.full((8,), 1), torch.full((8,), 2)])  # fmt: skip
+        RngState().on_save_checkpoint(FakeTrainer(), None, checkpoint)
+    RngState().on_load_checkpoint(FakeTrainer(TrainerFn.FITTING), None, checkpoint)
+    assert list(restored) == [0] and torch.equal(restored[0], torch.full((8,), 1))
+    assert "random state of 2 GPUs, this node has 1" in caplog.text
+
+
 def test_divergence_guard_stops_at_the_first_check_after_a_nonfinite_loss() -> None:
     guard, trainer = DivergenceGuard(), FakeTrainer(epoch=3)
     for loss in (1.0, float("nan"), 0.5):  # a later finite loss does not clear the flag

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnn_study.data import streaming
 from cnn_study.data.decode import decode_square
 from cnn_study.data.image_folder import ImageFolderDataModule
 from cnn_study.errors import CnnStudyError, user_error
@@ -89,6 +91,53 @@ def test_a_folder_above_the_memory_budget_is_streamed_and_trains(
     with caplog.at_level(logging.INFO, logger="cnn_study.data.image_folder"):
         run(compose_cfg(*options, "data.memory_budget=1MB", output_dir=tmp_path / "fits"))
     assert "data.placement=auto: in memory: 36 images decoded at 24² take 60.8 KiB" in caplog.text
+
+
+def test_the_memory_budget_is_shared_by_the_nodes_processes(photos: Path, tmp_path: Path):
+    """Under DDP each process of a node holds its own copy: 4 processes × 60.8 KiB do not
+    fit a 100KB budget that one process does."""
+    single = folder(photos, tmp_path, memory_budget="100KB")
+    assert single.streaming is False
+    four = ImageFolderDataModule(photos, tmp_path / "cache", image_size=24,
+                                 memory_budget="100KB")  # fmt: skip
+    four.trainer = SimpleNamespace(num_devices=4, world_size=4)
+    four.setup()
+    assert four.streaming is True
+
+
+def test_the_memory_left_is_read_from_this_processs_own_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SLURM job's limit sits on the job's cgroup, not on the root cgroup: cgroup v2 via
+    /proc/self/cgroup and its ancestors; cgroup v1's memory controller likewise."""
+    v2 = tmp_path / "v2"
+    job = v2 / "system.slice" / "slurmstepd.scope" / "job_42"
+    (job / "step_0").mkdir(parents=True)
+    (v2 / "memory.max").write_text("max\n")  # the root: unlimited, as on most nodes
+    (v2 / "memory.current").write_text("0\n")
+    (job / "memory.max").write_text(f"{8 * 2**30}\n")  # the job's limit: 8 GiB
+    (job / "memory.current").write_text(f"{3 * 2**30}\n")
+    (job / "step_0" / "memory.max").write_text("max\n")
+    (job / "step_0" / "memory.current").write_text(f"{2**30}\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/system.slice/slurmstepd.scope/job_42/step_0\n")
+    monkeypatch.setattr(streaming, "CGROUP_ROOT", v2)
+    monkeypatch.setattr(streaming, "PROC_CGROUP", proc)
+    assert streaming.cgroup_headroom() == 5 * 2**30
+    assert streaming.memory_available() <= 5 * 2**30
+
+    v1 = tmp_path / "v1"
+    slurm = v1 / "memory" / "slurm" / "uid_1" / "job_7"
+    slurm.mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("1\n")
+    (slurm / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    (slurm / "memory.usage_in_bytes").write_text(f"{2**28}\n")
+    proc.write_text("12:cpu,cpuacct:/slurm/uid_1/job_7\n4:memory:/slurm/uid_1/job_7\n")
+    monkeypatch.setattr(streaming, "CGROUP_ROOT", v1)
+    assert streaming.cgroup_headroom() == 2**30 - 2**28
+    proc.write_text("4:memory:/\n")  # no limit anywhere
+    assert streaming.cgroup_headroom() is None
 
 
 def test_full_resolution_views_follow_the_network_input(photos: Path, tmp_path: Path) -> None:

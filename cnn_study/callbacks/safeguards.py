@@ -3,6 +3,7 @@ them): the RNG state in checkpoints, the NaN guard, and frozen BatchNorm kept fr
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -13,6 +14,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from cnn_study.errors import DivergedError
+
+log = logging.getLogger(__name__)
 
 RNG_KEY = "cnn_study_rng_states"
 
@@ -41,7 +44,16 @@ def set_rng_states(states: dict[str, Any]) -> None:
     )
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        saved, count = list(states["cuda"]), torch.cuda.device_count()
+        if len(saved) != count:  # resumed on a node with another number of GPUs
+            log.warning(
+                "the checkpoint holds the random state of %d GPUs, this node has %d: "
+                "restored the first %d; GPU randomness (dropout on the device) continues "
+                "differently from an uninterrupted run",
+                len(saved), count, min(len(saved), count),
+            )  # fmt: skip
+        for device, state in enumerate(saved[:count]):
+            torch.cuda.set_rng_state(state, device)
 
 
 class RngState(L.Callback):

@@ -210,11 +210,15 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             return True
         if self.placement != "auto":
             return False
-        decoded, budget = image_bytes(count, self.image_size), budget_bytes(self.memory_budget)
+        # Every training process of the node holds its own copy: they share the budget.
+        local = self.trainer.num_devices if self.trainer is not None else 1
+        decoded = image_bytes(count, self.image_size)
+        budget = budget_bytes(self.memory_budget) // max(local, 1)
+        share = f", shared by the node's {local} processes" if local > 1 else ""
         why = (
             f"{count} images decoded at {self.image_size}² take {format_bytes(decoded)}, "
             f"%s the memory budget of {format_bytes(budget)} "
-            f"(data.memory_budget={self.memory_budget})"
+            f"(data.memory_budget={self.memory_budget}{share})"
         )
         if decoded > budget:
             log.info("data.placement=auto: streaming from the files: " + why, "above")

@@ -138,6 +138,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         self._splits: ImageSplits | None = None
         self._stats: tuple[list[float], list[float]] | None = None
         self._on_device: dict[str, tuple[Tensor, Tensor]] = {}
+        self._device_path: dict[str, bool] = {}  # decided once per device, for every split
 
     def load_splits(self) -> ImageSplits:
         raise NotImplementedError
@@ -190,13 +191,24 @@ class InMemoryImageDataModule(L.LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def uses_device_path(self) -> bool:
-        """Whether batches are sliced from device-resident tensors (see `placement`)."""
+        """Whether batches are sliced from device-resident tensors (see `placement`).
+
+        Decided once per device, for all three splits together, against the memory free
+        at the first loader: asked again later, the splits already placed and the memory
+        PyTorch's allocator keeps after training would count as used, so `trainer.test`
+        could refuse (or take another path than) data that fitted before training."""
         if self.placement == "host" or self.num_workers > 0:
             return False
         if self.trainer is not None and self.trainer.world_size > 1:
             return False  # each process needs its own shard: the DataLoader's sampler
-        s = self.splits
         device = self.training_device()
+        key = str(device)
+        if key not in self._device_path:
+            self._device_path[key] = self._fits(device)
+        return self._device_path[key]
+
+    def _fits(self, device: torch.device) -> bool:
+        s = self.splits
         num_bytes = sum(
             t.numel() * t.element_size() for t in (s.train_images, s.val_images, s.test_images)
         )

@@ -126,16 +126,52 @@ def sampled_stats(
     return channel_stats(images)
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+# cgroup v1 writes "no limit" as a page-rounded 2**63 − 1.
+_V1_UNLIMITED = 2**60
+
+
+def cgroup_headroom() -> int | None:
+    """Bytes this process's cgroups (v2, or v1's memory controller) still allow: the least
+    limit − usage over its own cgroup and every ancestor (a SLURM job's limit sits on the
+    job's cgroup, above the step's); None where no limit is set or none can be read."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return None
+    candidates: list[tuple[Path, str, str]] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified hierarchy
+            candidates.append((CGROUP_ROOT / path.lstrip("/"), "memory.max", "memory.current"))
+        elif "memory" in controllers.split(","):  # v1's memory controller
+            candidates.append(
+                (CGROUP_ROOT / "memory" / path.lstrip("/"),
+                 "memory.limit_in_bytes", "memory.usage_in_bytes")
+            )  # fmt: skip
+    headrooms = []
+    for folder, limit_file, usage_file in candidates:
+        for level in (folder, *folder.parents):
+            if level == CGROUP_ROOT.parent:
+                break
+            try:
+                limit = (level / limit_file).read_text().strip()
+                usage = int((level / usage_file).read_text())
+            except (OSError, ValueError):
+                continue
+            if limit != "max" and int(limit) < _V1_UNLIMITED:
+                headrooms.append(int(limit) - usage)
+    return min(headrooms) if headrooms else None
+
+
 def memory_available() -> int:
     """Bytes of memory this process could still take: the system's available memory, or
-    the cgroup's limit (containers, SLURM jobs) less its usage where lower."""
+    what its cgroups (containers, SLURM jobs) still allow where that is lower."""
     available = psutil.virtual_memory().available
-    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
-    try:
-        if limit.read_text().strip() != "max":
-            available = min(available, int(limit.read_text()) - int(used.read_text()))
-    except (OSError, ValueError):
-        pass
+    headroom = cgroup_headroom()
+    if headroom is not None:
+        available = min(available, headroom)
     return max(available, 0)
 
 
