@@ -8,6 +8,8 @@ import signal
 import lightning as L
 import torch
 
+from cnn_study.callbacks.safeguards import DivergenceGuard
+
 
 class KillAfterEpoch(L.Callback):
     """SIGKILL the process after epoch `epoch` and its checkpoints (as the next one starts:
@@ -77,3 +79,16 @@ class SignalAtEpoch(L.Callback):
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             for number in self.signals:
                 os.kill(os.getpid(), number)
+
+
+class NonfiniteLossOnRank(L.Callback):
+    """Tell the NaN guard of rank `rank` only that a training loss was not finite (the
+    weights stay finite, so the other ranks see nothing themselves)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank:
+            guard = next(c for c in trainer.callbacks if isinstance(c, DivergenceGuard))
+            guard.nonfinite = torch.tensor(True)

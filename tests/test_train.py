@@ -33,10 +33,12 @@ REQUIRED_KEYS = {
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cnn_study", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=600, env={**os.environ, **(env or {})},
+        [sys.executable, "-m", "cnn_study", *args], capture_output=True, text=True, cwd=cwd,
+        timeout=timeout, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 

@@ -48,7 +48,10 @@ class EvaluationFigures(Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, ImageClassifier) and self.metrics is not None
         names = pl_module.class_names
-        values = self.metrics.compute()
+        values = self.metrics.compute()  # every rank: under DDP the states are gathered
+        if not trainer.is_global_zero:  # one copy of each figure, drawn by rank 0
+            self.metrics.reset()
+            return
         fpr, tpr, _ = values["roc"]
         curves = [f.cpu().numpy() for f in fpr], [t.cpu().numpy() for t in tpr]
         auroc = values["auroc"].cpu().numpy()

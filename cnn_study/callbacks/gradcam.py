@@ -43,6 +43,8 @@ class GradCAMFigure(Callback):
         self.every_n_val_epochs = every_n_val_epochs
 
     def _explain(self, trainer: L.Trainer, module: ImageClassifier, loader, name: str, step: int):
+        if not trainer.is_global_zero:  # under DDP every rank has the same weights
+            return
         images, labels = seeded_sample(loader, self.num_images, self.seed)
         targets = labels if self.target == "true" else None
         maps, predictions = grad_cam(module, images, targets=targets, layer=self.layer)

@@ -93,9 +93,10 @@ class DivergenceGuard(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Epochs without validation: runs before the checkpoint callbacks (Lightning orders
-        # them last). No collective here: rank 0's progress bar syncs metrics just before.
+        # them last). Every rank reaches it in step, so the decision is shared here too: a
+        # rank that stopped alone would leave the others waiting in their next collective.
         if self._checked_epoch != trainer.current_epoch:
-            self._check(trainer, across_processes=False)
+            self._check(trainer, across_processes=True)
 
     def _check(self, trainer: L.Trainer, across_processes: bool) -> None:
         self._checked_epoch = trainer.current_epoch
