@@ -34,8 +34,6 @@ class _DropAdverts(logging.Filter):
 def quiet_noise() -> None:
     """Hide what does not apply to cnn_study's runs (called when a run builds its objects,
     not on import, so importing the package changes nothing)."""
-    # Batches are slices of in-memory tensors: DataLoader workers would only add overhead.
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Metrics are logged per epoch on purpose (no per-step sync): this hint does not apply.
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     # Lightning's own use of a torch API deprecated in torch 2.14; nothing a user can act on.

@@ -222,24 +222,6 @@ def build(
     `resumed_step`: the global step a resumed run continues from; TensorBoard hides what an
     interrupted process logged after it, so every epoch keeps one point."""
     quiet_noise()
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # the class count and the normalisation come from the data
-
-    network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
-    network = instantiate(cfg.finetune)(network)
-    # Trained weights brought their own normalisation; fresh ones take the training split's.
-    input_spec = datamodule.fit_input(declared_input(network))
-    # A partial, so that Hydra does not merge (and instantiate) the run_config dict.
-    module = instantiate(cfg.module, _partial_=True)(
-        net=network,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler),
-        augmentation=instantiate(cfg.augmentation),
-        input_spec=input_spec.as_dict(),
-        class_names=datamodule.class_names,
-        run_config=config if config is not None else resolved_config(cfg),
-    )
     # Not options: Timer keeps the training time across resumes (its state is in the
     # checkpoint), and the safeguards keep runs reproducible and honest.
     callbacks = [
@@ -257,8 +239,39 @@ def build(
     ]
     if not loggers:  # logger=none: Lightning refuses an lr monitor with nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **torch_flags(cfg)
+    )
+
+    datamodule = instantiate(cfg.data)
+    datamodule.trainer = trainer  # the data's choices (memory budget) see the devices
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the class count and the normalisation come from the data
+
+    network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
+    network = instantiate(cfg.finetune)(network)
+    # Trained weights brought their own normalisation; fresh ones take the training split's.
+    input_spec = datamodule.fit_input(declared_input(network))
+    # A partial, so that Hydra does not merge (and instantiate) the run_config dict.
+    module = instantiate(cfg.module, _partial_=True)(
+        net=network,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler),
+        augmentation=instantiate(cfg.augmentation),
+        input_spec=input_spec.as_dict(),
+        class_names=datamodule.class_names,
+        run_config=config if config is not None else resolved_config(cfg),
+    )
     return Components(datamodule, module, trainer)
+
+
+def torch_flags(cfg: DictConfig) -> dict[str, Any]:
+    """cuDNN's autotuner (`benchmark`) on unless the config sets it or asks for determinism:
+    inputs are resized to the network's fixed input size, so the kernels chosen for the
+    first batch of each shape serve the whole run. No effect on CPU."""
+    if cfg.trainer.get("benchmark") is not None or cfg.trainer.get("deterministic"):
+        return {}
+    return {"benchmark": True}
 
 
 def set_numerics(cfg: DictConfig) -> None:

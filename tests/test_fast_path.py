@@ -108,6 +108,19 @@ def test_the_placement_is_decided_once_for_every_split(monkeypatch) -> None:
     assert all(isinstance(loader, DeviceBatches) for loader in loaders)
 
 
+def test_cudnn_autotunes_unless_determinism_is_asked(
+    compose_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inputs have the network's fixed size: cuDNN's benchmark picks the fastest kernels."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    build(compose_cfg(*QUICK, *NO_FIGURES))
+    assert torch.backends.cudnn.benchmark is True
+    build(compose_cfg(*QUICK, *NO_FIGURES, "trainer.deterministic=true"))
+    assert torch.backends.cudnn.benchmark is False
+    build(compose_cfg(*QUICK, *NO_FIGURES, "+trainer.benchmark=false"))
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_workers_take_the_dataloader_path() -> None:
     dm = FakeDataModule(num_workers=1)
     dm.setup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,12 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cnn_study.data import streaming
+from cnn_study.console import quiet_noise
+from cnn_study.data import image_folder, streaming
 from cnn_study.data.decode import decode_square
 from cnn_study.data.image_folder import ImageFolderDataModule
 from cnn_study.errors import CnnStudyError, user_error
 from cnn_study.inputs import InputSpec
-from cnn_study.train import run
+from cnn_study.train import build, run
 from tests.conftest import NO_FIGURES, ComposeFn
 from tests.test_backbones import lite0_weights_with_timm_keys
 from tests.test_train import cli
@@ -93,7 +95,9 @@ def test_a_folder_above_the_memory_budget_is_streamed_and_trains(
     assert "data.placement=auto: in memory: 36 images decoded at 24² take 60.8 KiB" in caplog.text
 
 
-def test_the_memory_budget_is_shared_by_the_nodes_processes(photos: Path, tmp_path: Path):
+def test_the_memory_budget_is_shared_by_the_nodes_processes(
+    photos: Path, compose_cfg: ComposeFn, tmp_path: Path
+) -> None:
     """Under DDP each process of a node holds its own copy: 4 processes × 60.8 KiB do not
     fit a 100KB budget that one process does."""
     single = folder(photos, tmp_path, memory_budget="100KB")
@@ -103,6 +107,36 @@ def test_the_memory_budget_is_shared_by_the_nodes_processes(photos: Path, tmp_pa
     four.trainer = SimpleNamespace(num_devices=4, world_size=4)
     four.setup()
     assert four.streaming is True
+    # A run's data sees its Trainer's devices when it decides (build sets it up).
+    options = ("data=image_folder", f"data.root={photos}", "data.image_size=24",
+               "arch.input_size=24", "data.memory_budget=100KB", *NO_FIGURES)  # fmt: skip
+    ddp = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    assert build(compose_cfg(*options)).datamodule.streaming is False
+    assert build(compose_cfg(*options, *ddp)).datamodule.streaming is True
+
+
+def test_auto_workers_follow_the_cpus_of_this_process(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.num_workers=auto`: a SLURM job's 8 CPUs feed one GPU's process with 7 decoding
+    workers (one core for the training loop), two processes with 3 each; in memory, none.
+    Lightning's "few workers" hint is no longer hidden for streamed folders."""
+    monkeypatch.setattr(image_folder, "available_cpus", lambda: 8)
+    one = folder(photos, tmp_path, placement="stream", num_workers="auto")
+    assert one.num_workers == 7
+    two = ImageFolderDataModule(photos, tmp_path / "cache", image_size=24, placement="stream",
+                                num_workers="auto")  # fmt: skip
+    two.trainer = SimpleNamespace(num_devices=2, world_size=2)
+    two.setup()
+    assert two.num_workers == 3
+    assert folder(photos, tmp_path, placement="host", num_workers="auto").num_workers == 0
+    with pytest.raises(CnnStudyError, match=r"data.num_workers='many': an integer ≥ 0, or auto"):
+        folder(photos, tmp_path, num_workers="many")
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        quiet_noise()
+        hint = "The 'train_dataloader' does not have many workers which may be a bottleneck."
+        assert not [f for f in warnings.filters if f[0] == "ignore" and f[1] and f[1].match(hint)]
 
 
 def test_the_memory_left_is_read_from_this_processs_own_cgroup(
@@ -335,3 +369,20 @@ def test_streaming_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     )
     saved = json.loads((tmp_path / "out" / "bench_stream.json").read_text())
     assert saved["summary"] == report["summary"]
+    assert all(row["peak_gpu_bytes"] is None for row in report["rows"])  # CPU: no GPU column
+
+
+def test_the_benchmark_clock_waits_for_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA kernels run asynchronously: the clock is read after a synchronize on a CUDA
+    device (and without one on the CPU)."""
+    from cnn_study.bench import stream as bench_stream
+
+    synchronized = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronized.append(device))
+    bench_stream.device_clock(torch.device("cpu"))
+    assert synchronized == []
+    bench_stream.device_clock(torch.device("cuda", 0))
+    assert synchronized == [torch.device("cuda", 0)]
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 123)
+    assert bench_stream.peak_gpu_bytes(torch.device("cuda", 0)) == 123
+    assert bench_stream.peak_gpu_bytes(torch.device("cpu")) is None

@@ -11,9 +11,11 @@ DataLoader workers as training goes — it runs, `--rounds` times, one training 
 process, and reports
   peak memory: the largest sum of PSS (proportional set size: pages shared between
     processes are split between them, so workers are not counted twice) over the job and
-    its workers, sampled every 0.2 s;
+    its workers, sampled every 0.2 s; on a GPU also the peak of PyTorch's allocator there
+    (the memory path's images live on the GPU);
   first batch: seconds from the job's start to its first training step;
-  images/s: training images per second after the first `--warmup` batches.
+  images/s: training images per second after the first `--warmup` batches (the clock
+    read after a CUDA synchronize: queued kernels are counted).
 Both paths decode with the same Pillow code (`view=square`), so they train on identical
 pixels. The table gives medians over the rounds; `stream/memory` is the median of the
 per-round ratios of images/s, with their range. Writes `bench_stream.json`.
@@ -110,10 +112,10 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             self.times: list[float] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            self.times.append(time.perf_counter())
+            self.times.append(device_clock(pl_module.device))
 
         def on_train_end(self, trainer, pl_module) -> None:
-            self.times.append(time.perf_counter())
+            self.times.append(device_clock(pl_module.device))
 
     started = psutil.Process().create_time()
     arch, input_size = job["arch"].split(":")
@@ -143,7 +145,26 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         "timed_batches": timed,
         "streaming": bool(parts.datamodule.streaming),
         "peak_rss_main_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_bytes": peak_gpu_bytes(parts.module.device),
     }
+
+
+def device_clock(device: Any) -> float:
+    """Now, once the device's queued work is done: CUDA runs kernels asynchronously, so
+    an unsynchronised clock times the queueing, not the training (images/s overstated)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def peak_gpu_bytes(device: Any) -> int | None:
+    """The most GPU memory PyTorch's allocator held for tensors during the job (None on
+    CPU): the memory path keeps the decoded images on the GPU, which PSS does not see."""
+    import torch
+
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +215,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [m[key] for m in members]
             entry[key] = statistics.median(values)
             entry[f"{key}_range"] = [min(values), max(values)]
+        gpu = [m["peak_gpu_bytes"] for m in members if m.get("peak_gpu_bytes") is not None]
+        entry["peak_gpu_bytes"] = statistics.median(gpu) if gpu else None
         if path == "stream":
             memory = {m["round"]: m["images_per_s"] for m in groups[(count, arch, "memory")]}
             ratios = [m["images_per_s"] / memory[m["round"]] for m in members]
@@ -204,8 +227,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def print_table(summary: list[dict[str, Any]]) -> None:
-    header = ("images", "network", "path", "peak memory", "first batch", "images/s (range)",
-              "stream/memory (range)")  # fmt: skip
+    header = ("images", "network", "path", "peak memory", "peak GPU memory", "first batch",
+              "images/s (range)", "stream/memory (range)")  # fmt: skip
     print(" | ".join(header))
     for r in summary:
         low, high = r["images_per_s_range"]
@@ -215,6 +238,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
             ratio = f"{r['stream_over_memory']:.2f} ({ratio_low:.2f}–{ratio_high:.2f})"
         print(" | ".join([
             f"{r['images']:,}", r["arch"], r["path"], format_bytes(r["peak_pss_bytes"]),
+            format_bytes(r["peak_gpu_bytes"]) if r.get("peak_gpu_bytes") is not None else "—",
             f"{r['first_batch_s']:.1f} s", f"{r['images_per_s']:.1f} ({low:.1f}–{high:.1f})",
             ratio,
         ]))  # fmt: skip

@@ -24,6 +24,7 @@ from cnn_study.data.streaming import (
     ImageFiles,
     RandomResizedView,
     SquareView,
+    available_cpus,
     budget_bytes,
     format_bytes,
     image_bytes,
@@ -108,7 +109,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         split_seed: int = 0,
         batch_size: int = 32,
         eval_batch_size: int = 128,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         placement: str = "auto",
         order_seed: int = 0,
         memory_budget: float | str = 0.5,
@@ -116,7 +117,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         crop_fraction: float = 0.875,
         classes: list[str] | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, placement, order_seed)
+        if num_workers != "auto" and not (isinstance(num_workers, int) and num_workers >= 0):
+            raise CnnStudyError(f"data.num_workers={num_workers!r}: an integer ≥ 0, or auto")
+        workers = num_workers if isinstance(num_workers, int) else 0  # auto: set in setup
+        super().__init__(batch_size, eval_batch_size, workers, placement, order_seed)
+        self.workers_setting = num_workers
         if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
             raise CnnStudyError(
                 f"val_fraction={val_fraction}, test_fraction={test_fraction}: each must be "
@@ -187,6 +192,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.prepare_data()
         trees = self._trees()
         streaming = self._choose_path(sum(len(tree.files) for tree in trees.values()))
+        self.num_workers = self._workers(streaming)
         if streaming:
             self._files = self._file_splits(trees)
             if self.num_workers == 0:
@@ -197,6 +203,23 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         else:
             super().setup(stage)
         self.streaming = streaming
+
+    def _local_processes(self) -> int:
+        """Training processes on this node: each holds its data and feeds its workers."""
+        return max(self.trainer.num_devices if self.trainer is not None else 1, 1)
+
+    def _workers(self, streaming: bool) -> int:
+        """`data.num_workers`, with `auto`: in memory none (batches are tensor slices);
+        streaming, the CPUs this process may use (its affinity: a SLURM job's allotment),
+        shared by the node's training processes, less one for the training loop."""
+        if self.workers_setting != "auto":
+            return int(self.workers_setting)
+        if not streaming:
+            return 0
+        share = available_cpus() // self._local_processes()
+        workers = max(share - 1, 1)
+        log.info("data.num_workers=auto: %d DataLoader workers per process", workers)
+        return workers
 
     def _choose_path(self, count: int) -> bool:
         """Whether to stream, logged with the reason."""
@@ -211,7 +234,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if self.placement != "auto":
             return False
         # Every training process of the node holds its own copy: they share the budget.
-        local = self.trainer.num_devices if self.trainer is not None else 1
+        local = self._local_processes()
         decoded = image_bytes(count, self.image_size)
         budget = budget_bytes(self.memory_budget) // max(local, 1)
         share = f", shared by the node's {local} processes" if local > 1 else ""

@@ -10,6 +10,7 @@ batches are sliced there (the fast path); otherwise a DataLoader serves host ten
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -228,6 +229,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
         order = epoch_sampler(len(labels), shuffle, self.order_seed, self.trainer)
         device = self.training_device()
         if not self.uses_device_path():
+            # In-memory batches are tensor slices: Lightning's "few workers" hint does not
+            # apply (it stays on for streamed image folders, where workers decode).
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             return batch_loader(
                 TensorImageDataset(images, labels),
                 batch_size,

@@ -10,6 +10,7 @@ the same pixels on both paths. Random transforms draw from a generator seeded wi
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,6 +164,15 @@ def cgroup_headroom() -> int | None:
             if limit != "max" and int(limit) < _V1_UNLIMITED:
                 headrooms.append(int(limit) - usage)
     return min(headrooms) if headrooms else None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity (a SLURM job's or container's CPUs),
+    else every CPU of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity API
+        return os.cpu_count() or 1
 
 
 def memory_available() -> int:
