@@ -207,7 +207,10 @@ def load_classifier(checkpoint_path: str | Path, map_location: str = "cpu") -> I
             f"checkpoint {path}: not a cnn_study checkpoint (no run config and class names; "
             "use a run's checkpoints/best-*.ckpt or last.ckpt)"
         )
-    net = instantiate(hparams["run_config"]["arch"], num_classes=len(hparams["class_names"]))
+    arch = dict(hparams["run_config"]["arch"])
+    if "weights" in arch:  # the checkpoint holds every weight: no download, no start file
+        arch["weights"] = "none"
+    net = instantiate(arch, num_classes=len(hparams["class_names"]))
     model = ImageClassifier(
         net,
         optimizer=None,

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from cnn_study.errors import CnnStudyError
 from cnn_study.inputs import declared_input
 from cnn_study.models.backbones import timm_backbone, torchvision_backbone
+from cnn_study.module import load_classifier
 from cnn_study.train import run
 from tests.conftest import NO_FIGURES
 
@@ -98,6 +99,29 @@ def test_checkpoint_style_file_loads(tmp_path: Path) -> None:
     loaded = timm_backbone("efficientnet_lite0", 4, weights=str(tmp_path / "run.ckpt"))
     assert torch.equal(loaded.conv_stem.weight, source.conv_stem.weight)
     assert loaded.get_classifier().out_features == 4
+
+
+def test_a_trained_checkpoint_needs_no_birth_weights(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network fine-tuned from `arch.weights=<file>` loads from its checkpoint alone:
+    the file may be gone, and no ImageNet download is attempted (predict, export and
+    explain work offline)."""
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "start.pth")
+    cfg = compose_cfg("data=fake", "trainer=debug", "arch=resnet18", "arch.input_size=32",
+                      f"arch.weights={tmp_path / 'start.pth'}", "finetune=full",
+                      *NO_FIGURES)  # fmt: skip
+    results = run(cfg)
+    (tmp_path / "start.pth").unlink()
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a trained checkpoint must not fetch pretrained weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    model = load_classifier(results["checkpoint_best"])
+    trained = torch.load(results["checkpoint_best"], weights_only=False)["state_dict"]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:

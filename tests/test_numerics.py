@@ -13,11 +13,10 @@ import lightning as L
 import pytest
 import torch
 
-from cnn_study.numerics import flush_denormals, subnormals, threads_flushing
+from cnn_study.numerics import flush_denormals, is_subnormal, subnormals, threads_flushing
 from cnn_study.train import run
 from tests.conftest import NO_FIGURES
 
-TINY = torch.finfo(torch.float32).tiny
 needs_ftz = pytest.mark.skipif(
     platform.machine().lower() not in ("x86_64", "amd64"), reason="flush-to-zero is an x86 mode"
 )
@@ -36,7 +35,9 @@ def two_threads():
 
 
 def subnormal_count(tensors) -> int:
-    return sum(int(((t != 0) & (t.abs() < TINY)).sum()) for t in tensors)
+    """Read from the bits: a flushing thread (DAZ) compares a subnormal equal to zero, so
+    `(t != 0) & (t.abs() < tiny)` would count none exactly when flushing is on."""
+    return sum(int(is_subnormal(t).sum()) for t in tensors)
 
 
 @needs_ftz

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -231,26 +232,34 @@ def test_stream_is_an_image_folder_placement(compose_cfg: ComposeFn) -> None:
     )
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_unreadable_files_are_skipped_and_named_once_when_streaming(
-    photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    photos: Path, tmp_path: Path, capfd: pytest.CaptureFixture, workers: int
 ) -> None:
+    """Named once over two epochs, also when DataLoader worker processes read the files
+    (each worker used to name it once itself)."""
     root = tmp_path / "photos"
     shutil.copytree(photos, root)
     (root / "cats" / "broken.jpg").write_bytes(b"not an image")
     truncated = root / "dogs" / "truncated.jpg"  # its header reads; its pixels do not
     whole = (photos / "dogs" / "00.jpg").read_bytes()
     truncated.write_bytes(whole[: len(whole) * 2 // 3])
-    with caplog.at_level(logging.WARNING):
-        data = folder(root, tmp_path, placement="stream", val_fraction=0.01, test_fraction=0.01)
-        assert f"skipped 1 files under {root}: {root / 'cats' / 'broken.jpg'} (unreadable" in (
-            caplog.text
-        )
+    console = logging.StreamHandler(sys.stderr)  # as Hydra's: worker processes inherit it
+    logger = logging.getLogger("cnn_study")
+    logger.addHandler(console)
+    try:
+        data = folder(root, tmp_path, placement="stream", val_fraction=0.01, test_fraction=0.01,
+                      num_workers=workers)  # fmt: skip
         assert truncated in data.split_files("train")
         seen = [
             len(y) for epoch in (0, 1) for _, y in epoch_batches(data.train_dataloader(), epoch)
         ]
+    finally:
+        logger.removeHandler(console)
+    printed = capfd.readouterr().err
+    assert f"skipped 1 files under {root}: {root / 'cats' / 'broken.jpg'} (unreadable" in printed
     assert sum(seen) == 2 * (len(data.split_files("train")) - 1)
-    assert caplog.text.count(f"skipped {truncated} (unreadable") == 1
+    assert printed.count(f"skipped {truncated} (unreadable") == 1
 
 
 class RecordShards(L.Callback):

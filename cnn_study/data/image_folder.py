@@ -22,6 +22,7 @@ from cnn_study.data.loaders import PLACEMENTS, batch_loader, epoch_sampler
 from cnn_study.data.streaming import (
     VIEWS,
     ImageFiles,
+    NamedOnce,
     RandomResizedView,
     SquareView,
     available_cpus,
@@ -152,6 +153,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self._files: dict[str, tuple[list[Path], Tensor]] = {}
         self._classes: list[str] = []
         self._input: InputSpec | None = None  # the network's, for the full-resolution view
+        self._named: NamedOnce | None = None  # unreadable files named once, workers included
 
     def prepare_data(self) -> None:
         if not self.root.is_dir():
@@ -195,6 +197,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.num_workers = self._workers(streaming)
         if streaming:
             self._files = self._file_splits(trees)
+            self._named = NamedOnce()
             if self.num_workers == 0:
                 log.warning(
                     "data.num_workers=0: images are decoded in the training process, between "
@@ -365,7 +368,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         files, labels = self._files[split]
         sampler = epoch_sampler(len(files), shuffle, self.order_seed, self.trainer, True)
         return batch_loader(
-            ImageFiles(files, labels, self._view_of(split), self.order_seed),
+            ImageFiles(files, labels, self._view_of(split), self.order_seed, self._named),
             batch_size,
             sampler,
             self.num_workers,

@@ -9,9 +9,13 @@ the same pixels on both paths. Random transforms draw from a generator seeded wi
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +40,29 @@ log = logging.getLogger(__name__)
 
 VIEWS = ("square", "full_resolution")
 _NAMED: set[str] = set()  # files this process has already warned about
+
+
+class NamedOnce:
+    """Unreadable files named once for a whole loader, its worker processes included: a
+    marker file per name in a folder made by the main process (creating it with O_EXCL
+    succeeds in exactly one process); the folder is removed when the main process exits."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="cnn_study-skipped-"))
+        atexit.register(shutil.rmtree, self.folder, True)
+
+    def first(self, name: str) -> bool:
+        """True for the first caller with `name`, in any process."""
+        marker = self.folder / hashlib.sha1(name.encode()).hexdigest()
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:  # the folder is gone: fall back to this process's memory
+            if name in _NAMED:
+                return False
+            _NAMED.add(name)
+        return True
 
 
 class SquareView:
@@ -75,10 +102,16 @@ class RandomResizedView:
 class ImageFiles(Dataset):
     """(uint8 3×S×S image, label) per file through `view`. A key is an index or
     (epoch, index) from a `TagsEpoch` sampler; a file that cannot be read gives None,
-    dropped by `readable_batch` and named once per process."""
+    dropped by `readable_batch` and named once (per process, or with `named` once for the
+    whole loader, DataLoader workers included)."""
 
     def __init__(
-        self, files: Sequence[Path], labels: Tensor, view: SquareView | RandomResizedView, seed: int
+        self,
+        files: Sequence[Path],
+        labels: Tensor,
+        view: SquareView | RandomResizedView,
+        seed: int,
+        named: NamedOnce | None = None,
     ) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
@@ -86,6 +119,7 @@ class ImageFiles(Dataset):
         self.labels = labels
         self.view = view
         self.seed = seed
+        self.named = named
 
     def __len__(self) -> int:
         return len(self.files)
@@ -100,7 +134,7 @@ class ImageFiles(Dataset):
                 torch.manual_seed(hash((self.seed, epoch, index)) & 0xFFFF_FFFF_FFFF)
                 return self.view(path), self.labels[index]
         except UNREADABLE as error:
-            if str(path) not in _NAMED:
+            if self.named.first(str(path)) if self.named else str(path) not in _NAMED:
                 _NAMED.add(str(path))
                 log.warning("skipped %s (%s)", path, why_unreadable(error))
             return None
