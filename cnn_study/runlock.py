@@ -8,7 +8,8 @@ is known to be gone. Only the first process of a run takes the lock: the other D
 (RANK / LOCAL_RANK / SLURM_PROCID set and not 0) share their rank 0's folder.
 
 Hydra writes `.hydra/` and the job log into a run folder before the task starts, so a
-single run takes its lock in Hydra's `on_run_start` callback, before any of that; sweep
+single run takes its lock in Hydra's `on_run_start` callback, before any of that (where
+a requeued SLURM job also finds its first attempt's folder: see `RunLock`); sweep
 jobs get distinct folders by construction (`hydra.sweep.subdir`, the study runner's
 `<part>/seed<k>`), and `train.run` takes the lock again, so that two sweeps pointed at
 one folder cannot both train in it.
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from cnn_study.errors import CnnStudyError
 
@@ -128,13 +129,52 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
 
 
+def slurm_restart() -> int:
+    """How often SLURM has started this job again (pre-emption, timeout, requeue); 0
+    outside SLURM."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return int(restarts) if os.environ.get("SLURM_JOB_ID") and restarts.isdigit() else 0
+
+
+def earlier_attempt(runs: Path, job_id: str, overrides: list[str]) -> Path | None:
+    """The newest run folder under `runs` that this SLURM job made with these overrides
+    before SLURM started it again (a requeued job's default folder is a new `${now}`)."""
+    found = []
+    for results in runs.glob("*/results.json"):
+        try:
+            recorded = json.loads(results.read_text())
+        except (OSError, ValueError):
+            continue
+        if recorded.get("slurm_job_id") == job_id and recorded.get("overrides") == overrides:
+            found.append(results.parent)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _pinned(config: DictConfig) -> bool:
+    """Whether the command line chose the run folder (hydra.run.dir=...)."""
+    given = config.hydra.overrides.get("hydra", []) or []
+    return any(str(o).split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in given)
+
+
 class RunLock(Callback):
-    """Takes a single run's lock before Hydra writes into its folder; a busy folder ends
-    the command with one line and exit code 2, the folder untouched."""
+    """Before Hydra writes into a single run's folder: a SLURM job that SLURM started again
+    continues its first attempt's folder (unless `hydra.run.dir` pins one), and the run
+    takes the folder's lock; a busy folder ends the command with one line and exit code
+    2, the folder untouched."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.run.dir)
+        if slurm_restart() and not _pinned(config):
+            overrides = list(config.hydra.overrides.get("task", []) or [])
+            earlier = earlier_attempt(folder.parent, os.environ["SLURM_JOB_ID"], overrides)
+            if earlier is not None:
+                log.info("requeued SLURM job %s: continuing %s", os.environ["SLURM_JOB_ID"],
+                         earlier)  # fmt: skip
+                with open_dict(config):
+                    config.hydra.run.dir = str(earlier)
+                folder = earlier
         try:
-            acquire(Path(config.hydra.run.dir))
+            acquire(folder)
         except FolderBusyError as busy:
             print(f"cnn_study: error: {busy}", file=sys.stderr)
             sys.exit(2)

@@ -86,6 +86,16 @@ def requeued_on_slurm() -> bool:
     return SLURMEnvironment.detect() and restarts.isdigit() and int(restarts) > 0
 
 
+def drop_midepoch_checkpoints(output_dir: Path) -> None:
+    """Remove the checkpoint Lightning saves when SLURM warns of a pre-emption (SIGUSR1):
+    it holds the middle of an epoch, which the batch order cannot continue exactly, and
+    Lightning would resume from it by itself whenever no `ckpt_path` is given (a job
+    pre-empted before its first epoch ended). Runs resume from `last.ckpt`, an epoch's end."""
+    for path in sorted(output_dir.glob("hpc_ckpt_*.ckpt")):
+        log.info("ignoring %s, a mid-epoch checkpoint: resuming from epoch ends only", path)
+        path.unlink()
+
+
 def effective_resume(cfg: DictConfig) -> bool | str:
     """`resume`, except that a requeued SLURM job always continues its own run (auto)."""
     if not cfg.resume and requeued_on_slurm():
@@ -151,6 +161,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "overrides": task_overrides(),
         "seed": cfg.seed,
         "output_dir": str(output_dir),
+        # A requeued SLURM job finds its folder by this (see runlock.RunLock).
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "environment": environment(),
         "objective": OmegaConf.to_container(cfg.objective),
     }
@@ -292,6 +304,7 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
         resumed_step = torch.load(resume_from, map_location="cpu", weights_only=False)[
             "global_step"
         ]
+    drop_midepoch_checkpoints(Path(cfg.paths.output_dir))
     parts = build(cfg, config, resumed_step)
     datamodule, module, trainer = parts.datamodule, parts.module, parts.trainer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -135,6 +136,36 @@ def test_slurm_preemption_requeues_and_the_requeued_job_continues(tmp_path: Path
     assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
     assert checkpoint(run_dir)["global_step"] == 3 * steps_per_epoch
     assert len(scalars(run_dir)["val/acc"]) == 3  # epochs 0 and 1 were not trained again
+
+
+def test_a_single_sbatch_run_preempted_in_its_first_epoch_continues_its_folder(
+    tmp_path: Path,
+) -> None:
+    """`sbatch` of `python -m cnn_study` (no sweep, the default `runs/${now}` folder),
+    pre-empted before its first epoch ended: the requeued job continues the first attempt's
+    folder (it used to start over in a new one, the first left `running` forever) and
+    trains from epoch 0, not from Lightning's mid-epoch SIGUSR1 checkpoint."""
+    command = (*RUN, "+callbacks.preempt._target_=tests.helpers.SignalAtEpoch",
+               "+callbacks.preempt.signal_name='SIGUSR1,SIGTERM'", "+callbacks.preempt.epoch=0",
+               "+callbacks.preempt.first_attempt_only=true")  # fmt: skip
+    out = tmp_path / "out"
+    env = {"CNN_STUDY_OUTPUT": str(out)}
+    first = cli(*command, cwd=tmp_path, env={**fake_slurm(tmp_path, restarts=0), **env})
+    assert first.returncode == 143, first.stderr[-2000:]
+    (run_dir,) = (out / "runs").iterdir()
+    assert results(run_dir)["status"] == "interrupted"
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert list(run_dir.glob("hpc_ckpt_*.ckpt"))  # Lightning's, saved mid-epoch on SIGUSR1
+
+    again = cli(*command, cwd=tmp_path, env={**fake_slurm(tmp_path, restarts=1), **env})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert list((out / "runs").iterdir()) == [run_dir]
+    assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
+    output = again.stdout + again.stderr
+    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", output)
+    assert not [path for path in restored if "hpc_ckpt" in path]
+    assert len(scalars(run_dir)["val/acc"]) == 3
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
