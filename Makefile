@@ -20,7 +20,7 @@ endif
 
 ARGS ?=
 
-.PHONY: install run test lint format tensorboard clean study-a study-b
+.PHONY: install run test lint format tensorboard clean study-a study-b gpu-check
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ study-b: install
 
 test: install
 	$(PY) -m pytest $(ARGS)
+
+# The CUDA paths on a machine with a GPU (A1 in mixed precision with the data on the device,
+# the benchmarks, DDP on every GPU, predict and Grad-CAM on CUDA); says so and exits 0 on a
+# machine without one.
+gpu-check: install
+	$(PY) -m cnn_study.bench.gpu_check $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

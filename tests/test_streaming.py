@@ -82,17 +82,27 @@ def test_a_folder_above_the_memory_budget_is_streamed_and_trains(
     photos: Path, compose_cfg: ComposeFn, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     options = ("data=image_folder", f"data.root={photos}", "data.image_size=24",
-               "arch.input_size=24", "trainer.max_epochs=1", *NO_FIGURES)  # fmt: skip
+               "arch.input_size=24", "trainer.max_epochs=1")  # fmt: skip
     with caplog.at_level(logging.INFO, logger="cnn_study.data.image_folder"):
-        results = run(compose_cfg(*options, "data.memory_budget=10KB"))
+        results = run(compose_cfg(*options, "callbacks.gradcam.num_images=2",
+                                  "callbacks.evaluation_figures.grid_size=4",
+                                  "data.memory_budget=10KB"))  # fmt: skip
     assert results["status"] == "completed" and 0 <= results["test/acc"] <= 1
+    # The test-end figures on the streaming path (images read back from their files).
+    figures = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
+    assert figures == ["curves.png", "test_confusion.png", "test_gradcam.png",
+                       "test_predictions.png", "test_roc.png"]  # fmt: skip
     assert (
         "data.placement=auto: streaming from the files: 36 images decoded at 24² take 60.8 KiB, "
         "above the memory budget of 9.8 KiB (data.memory_budget=10KB)"
     ) in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="cnn_study.data.image_folder"):
-        run(compose_cfg(*options, "data.memory_budget=1MB", output_dir=tmp_path / "fits"))
+        run(
+            compose_cfg(
+                *options, *NO_FIGURES, "data.memory_budget=1MB", output_dir=tmp_path / "fits"
+            )
+        )
     assert "data.placement=auto: in memory: 36 images decoded at 24² take 60.8 KiB" in caplog.text
 
 
