@@ -198,12 +198,14 @@ def test_checkpoint_reloads_without_the_original_objects(compose_cfg: ComposeFn,
     assert model.class_names == data.class_names
 
 
-def test_failed_run_records_its_error(compose_cfg: ComposeFn, tmp_path: Path) -> None:
+def test_a_rejected_run_records_its_error(compose_cfg: ComposeFn, tmp_path: Path) -> None:
+    """A config error found by `run` (as in a sweep job) before any checkpoint: `rejected`,
+    with the error; a run that fails while training stays `failed` (test_reliability)."""
     cfg = compose_cfg("data=fake", "arch=gap4", "arch.input_size=16", output_dir=tmp_path / "run")
     with pytest.raises(Exception, match="input_size=16"):
         run(cfg)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["status"] == "failed" and "input_size=16" in results["error"]
+    assert results["status"] == "rejected" and "input_size=16" in results["error"]
 
 
 def test_installed_package_ships_its_configs(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.paths import output_root
+from cnn_study.rundir import REJECTED, read_results
 from cnn_study.study.definition import STUDY_FILE, Study, read_study, study_path
 from cnn_study.study.membership import PARTS_FILE, differing_keys, part_configs, read_recorded
 
@@ -91,16 +92,26 @@ def prepare(argv: list[str]) -> tuple[Study, Path, list[str]]:
     return study, folder, hydra_args
 
 
+def trained_in(part_folder: Path) -> bool:
+    """Whether a part's folder holds a run that trained (or is training): a run rejected
+    before any checkpoint (absent weights, a missing data root) ties the part to nothing."""
+    return any(
+        read_results(job).get("status") != REJECTED
+        for job in (part_folder.iterdir() if part_folder.is_dir() else [])
+        if job.is_dir()
+    )
+
+
 def check_folder(study: Study, folder: Path, configs: dict[str, str]) -> None:
-    """A folder holds one study's jobs: a part that has runs there must keep its overrides
-    and its composed config (a newer cnn_study may compose it differently: its new jobs
-    would not be repeats of the old ones)."""
+    """A folder holds one study's jobs: a part that has runs there (rejected ones aside)
+    must keep its overrides and its composed config (a newer cnn_study may compose it
+    differently: its new jobs would not be repeats of the old ones)."""
     saved = folder / STUDY_FILE
     if not saved.is_file():
         return
     before = read_study(saved).identity()
     for name, overrides in study.identity().items():
-        has_runs = (folder / study.parts_by_name[name].slug).is_dir()
+        has_runs = trained_in(folder / study.parts_by_name[name].slug)
         if has_runs and name in before and before[name] != overrides:
             raise CnnStudyError(
                 f"study folder {folder} ran part {name!r} with {before[name]}; this command "
@@ -109,7 +120,7 @@ def check_folder(study: Study, folder: Path, configs: dict[str, str]) -> None:
             )
     recorded = read_recorded(folder)
     for part in study.parts:
-        has_runs = (folder / part.slug).is_dir()
+        has_runs = trained_in(folder / part.slug)
         if has_runs and part.name in recorded and recorded[part.name] != configs[part.name]:
             keys = differing_keys(recorded[part.name], configs[part.name])
             raise CnnStudyError(
