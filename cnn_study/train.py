@@ -39,7 +39,7 @@ from cnn_study.rundir import (
     read_results,
     write_results,
 )
-from cnn_study.runlock import acquire, release
+from cnn_study.runlock import acquire, release, slurm_restart
 from cnn_study.schema import check_ranges, check_targets
 from cnn_study.study.predictions import save_predictions
 
@@ -82,8 +82,7 @@ def resume_checkpoint(cfg: DictConfig, required: bool = True) -> str | None:
 def requeued_on_slurm() -> bool:
     """True in a SLURM job that SLURM started again after a pre-emption, a timeout or a
     requeue (Lightning's auto-requeue on the job's SIGUSR1, or submitit's)."""
-    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-    return SLURMEnvironment.detect() and restarts.isdigit() and int(restarts) > 0
+    return SLURMEnvironment.detect() and slurm_restart() > 0
 
 
 def drop_midepoch_checkpoints(output_dir: Path) -> None:
@@ -93,7 +92,7 @@ def drop_midepoch_checkpoints(output_dir: Path) -> None:
     pre-empted before its first epoch ended). Runs resume from `last.ckpt`, an epoch's end."""
     for path in sorted(output_dir.glob("hpc_ckpt_*.ckpt")):
         log.info("ignoring %s, a mid-epoch checkpoint: resuming from epoch ends only", path)
-        path.unlink()
+        path.unlink(missing_ok=True)  # every DDP rank looks
 
 
 def effective_resume(cfg: DictConfig) -> bool | str:
