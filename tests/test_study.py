@@ -191,9 +191,10 @@ def test_a_scale_may_change_a_part_that_has_not_run_yet(tiny_study, tmp_path: Pa
                        scales={"cpu": {"parts": {"step": ["optimizer.lr=0.002"]}}})  # fmt: skip
     study, _, _ = prepare([f"study={path}", f"study.dir={folder}", "study.scale=cpu"])
     assert "optimizer.lr=0.002" in study.job_overrides(study.parts_by_name["step"])
-    # A part whose only runs were rejected (e.g. weights absent) never trained: the same.
+    # A part whose runs stopped before any checkpoint (weights absent) never trained.
     for results_file in (folder / "constant").rglob("results.json"):
         results_file.write_text(json.dumps({"status": "rejected", "error": "no weights"}))
+        shutil.rmtree(results_file.parent / "checkpoints")
     changed = {"step": ["optimizer.lr=0.002"], "constant": ["optimizer.lr=0.003"]}
     path = write_study(tmp_path / "tiny.yaml", scales={"cpu": {"parts": changed}})
     prepare([f"study={path}", f"study.dir={folder}", "study.scale=cpu"])

@@ -37,7 +37,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.paths import output_root
-from cnn_study.rundir import REJECTED, read_results
 from cnn_study.study.definition import STUDY_FILE, Study, read_study, study_path
 from cnn_study.study.membership import PARTS_FILE, differing_keys, part_configs, read_recorded
 
@@ -93,18 +92,15 @@ def prepare(argv: list[str]) -> tuple[Study, Path, list[str]]:
 
 
 def trained_in(part_folder: Path) -> bool:
-    """Whether a part's folder holds a run that trained (or is training): a run rejected
-    before any checkpoint (absent weights, a missing data root) ties the part to nothing."""
-    return any(
-        read_results(job).get("status") != REJECTED
-        for job in (part_folder.iterdir() if part_folder.is_dir() else [])
-        if job.is_dir()
-    )
+    """Whether a part's folder holds a run that trained: one with a checkpoint. A run that
+    stopped before any (rejected for absent weights or a missing data root, also as older
+    cnn_study versions recorded it: failed) ties the part to nothing."""
+    return any(part_folder.glob("*/checkpoints/*.ckpt"))
 
 
 def check_folder(study: Study, folder: Path, configs: dict[str, str]) -> None:
-    """A folder holds one study's jobs: a part that has runs there (rejected ones aside)
-    must keep its overrides and its composed config (a newer cnn_study may compose it
+    """A folder holds one study's jobs: a part that has trained runs there must keep its
+    overrides and its composed config (a newer cnn_study may compose it
     differently: its new jobs would not be repeats of the old ones)."""
     saved = folder / STUDY_FILE
     if not saved.is_file():
