@@ -24,6 +24,13 @@ def test_every_training_step_of_the_gpu_check_composes(tmp_path: Path) -> None:
     assert compose_run_config(tmp_path / "d", *commands["ddp"][3:-1]).trainer.strategy == "ddp"
 
 
+def test_the_plan_lists_the_commands_without_running(tmp_path: Path, capsys) -> None:
+    assert gpu_check.main(["--plan", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [name for name, _ in gpu_check.steps(tmp_path)]
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: gpu-check would run")
 def test_without_a_gpu_it_says_so_and_succeeds(capsys: pytest.CaptureFixture) -> None:
     assert gpu_check.main(["--out", "unused"]) == 0

@@ -230,10 +230,15 @@ def test_a_new_option_with_a_null_default_keeps_the_runs_in_their_parts(
 def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
     assert {"a", "b"} <= set(bundled_studies())
     for name in ("a", "b"):
-        study = read_study(study_path(name))
-        configs = part_configs(study)
-        assert set(configs) == {p.name for p in study.parts}
-        assert study.claims and all(len(c.order) >= 2 for c in study.claims)
+        for scale in (None, "cpu"):  # the protocol and the named CPU scale both compose
+            study = read_study(study_path(name), {"scale": scale})
+            configs = part_configs(study)
+            assert set(configs) == {p.name for p in study.parts}
+            assert study.claims and all(len(c.order) >= 2 for c in study.claims)
+    b = read_study(study_path("b"), {"scale": "cpu"})
+    b3 = json.loads(part_configs(b)["B3 gap4 BN"])
+    assert (b3["arch"]["input_size"], b3["data"]["train_size"]) == (48, 8000)
+    assert any(line.startswith("B3 gap4 BN: arch.input_size=48") for line in b.deviations())
     a = read_study(study_path("a"))
     assert len(a.parts) == 17 and a.seeds == [0, 1, 2]
     assert a.parts_by_name["A1 baseline"].published["test/acc"] == pytest.approx(0.7379)
