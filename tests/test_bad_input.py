@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
 from cnn_study.data.image_folder import ImageFolderDataModule
@@ -36,6 +38,18 @@ def user_experiment(tmp_path: Path, body: str) -> str:
     return f"hydra.searchpath=[file://{tmp_path / 'configs'}]"
 
 
+def config_error(compose_cfg, *overrides: str) -> str:
+    """The one message a config gets before any data is read: from Hydra's composition
+    (unknown keys, schema types) or from the run's checks (target signatures, ranges)."""
+    try:
+        cfg = compose_cfg(*overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        return f"{error} {error.__cause__ or ''}"  # what the command line prints
+    with pytest.raises(CnnStudyError) as raised:
+        run(cfg)
+    return str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -45,11 +59,9 @@ def user_experiment(tmp_path: Path, body: str) -> str:
         ("trainer:\n  max_epoch: 3\n", "did you mean 'max_epochs'"),
     ],
 )
-def test_typo_inside_a_yaml_file_is_an_error(body: str, fragment: str, tmp_path: Path) -> None:
+def test_typo_inside_a_yaml_file_is_an_error(compose_cfg, body: str, fragment: str, tmp_path):
     search_path = user_experiment(tmp_path, body)
-    result = cli(*QUICK, "experiment=mine", search_path, f"hydra.run.dir={tmp_path / 'run'}",
-                 cwd=tmp_path)  # fmt: skip
-    failed_clearly(result, fragment)
+    assert fragment in config_error(compose_cfg, "data=fake", "experiment=mine", search_path)
 
 
 @pytest.mark.parametrize(
@@ -62,9 +74,24 @@ def test_typo_inside_a_yaml_file_is_an_error(body: str, fragment: str, tmp_path:
         ("data.batch_size=big", "data.batch_size='big': expected int"),
     ],
 )
-def test_command_line_typos_and_types(override: str, fragment: str, tmp_path: Path) -> None:
-    result = cli(*QUICK, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_command_line_typos_and_types(compose_cfg, override: str, fragment: str) -> None:
+    assert fragment in config_error(compose_cfg, "data=fake", override)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        (("experiment=mine",), "Key 'seeed' not in 'RunSchema'"),  # Hydra's own error
+        (("trainer.max_epochs=abc",), "trainer.max_epochs='abc': expected int or null"),
+    ],
+)
+def test_the_command_line_says_it_in_one_message(tmp_path: Path, arguments, fragment) -> None:
+    """The same errors through `python -m cnn_study`: the message, no traceback, exit 2."""
+    search_path = user_experiment(tmp_path, "seeed: 3\n")
+    result = cli(*QUICK, *arguments, search_path, f"hydra.run.dir={tmp_path / 'run'}",
+                 cwd=tmp_path)  # fmt: skip
     failed_clearly(result, fragment)
+    assert result.returncode == 2
 
 
 def test_full_error_shows_the_traceback(tmp_path: Path) -> None:

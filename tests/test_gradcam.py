@@ -113,7 +113,7 @@ def test_gradcam_points_at_the_evidence() -> None:
     assert bool((share > 1.5 * area).all()), share  # every map leans on the evidence
 
 
-def test_explain_cli_writes_overlays(compose_cfg: ComposeFn, tmp_path: Path) -> None:
+def test_explain_cli_writes_overlays(compose_cfg: ComposeFn, tmp_path: Path, capsys) -> None:
     results = run(compose_cfg("data=fake", "trainer=debug", output_dir=tmp_path / "run"))
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -127,12 +127,10 @@ def test_explain_cli_writes_overlays(compose_cfg: ComposeFn, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["photo0_gradcam.png", "photo1_gradcam.png", "photo2_gradcam.png"]
-    bad = subprocess.run(
-        [sys.executable, "-m", "cnn_study.explain", f"ckpt={results['checkpoint_best']}",
-         f"images={folder}", "layr=features.0"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert bad.returncode == 2 and "layr" in bad.stderr
+    capsys.readouterr()
+    bad = explain.main([f"ckpt={results['checkpoint_best']}", f"images={folder}",
+                        "layr=features.0"])  # fmt: skip
+    assert bad == 2 and "layr" in capsys.readouterr().err
 
 
 def test_explain_skips_unreadable_images_and_explains_the_rest(

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cnn_study import runlock
+from cnn_study.errors import CnnStudyError
 from cnn_study.rundir import RESULTS_FILE
 from cnn_study.runlock import LOCK_FILE, FolderBusyError, acquire, release
+from cnn_study.study.report import write_report
 from cnn_study.train import run
 from tests.conftest import NO_FIGURES
 from tests.test_train import cli
@@ -91,24 +92,21 @@ def test_whose_lock_is_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     acquire(other_host)
 
 
-def test_a_run_refused_for_its_data_is_rejected_and_no_configuration(tmp_path: Path) -> None:
-    """A single run whose data root does not exist ends `rejected`; the report of the
-    output root lists it under "Rejected before training", not as a failed configuration."""
+def test_a_run_refused_for_its_data_is_rejected_and_no_configuration(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """A run whose data root does not exist ends `rejected`; the report of the output root
+    lists it under "Rejected before training", not as a failed configuration."""
     out = tmp_path / "out"
-    env = {"CNN_STUDY_OUTPUT": str(out)}
-    good = cli(*QUICK, cwd=tmp_path, env=env)
-    assert good.returncode == 0, good.stderr[-2000:]
-    missing = cli("data=image_folder", f"data.root={tmp_path / 'no-photos'}", "trainer=debug",
-                  *NO_FIGURES, cwd=tmp_path, env=env)  # fmt: skip
-    assert missing.returncode == 2, missing.stderr[-2000:]
-    (refused,) = [p.parent for p in out.rglob(RESULTS_FILE)
-                  if json.loads(p.read_text())["status"] != "completed"]  # fmt: skip
+    assert run(compose_cfg(*QUICK, output_dir=out / "good"))["status"] == "completed"
+    refused = out / "refused"
+    missing = compose_cfg("data=image_folder", f"data.root={tmp_path / 'no-photos'}",
+                          "trainer=debug", *NO_FIGURES, output_dir=refused)  # fmt: skip
+    with pytest.raises(CnnStudyError, match="no-photos does not exist"):
+        run(missing)
     assert json.loads((refused / RESULTS_FILE).read_text())["status"] == "rejected"
 
-    report = subprocess.run([sys.executable, "-m", "cnn_study.study.report", str(out),
-                             "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert report.returncode == 0, report.stderr[-2000:]
+    write_report([out], tmp_path / "report")
     summary = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [c["status"] for c in summary["configurations"]] == ["completed"]
     assert summary["rejected"] == [str(refused)]
