@@ -177,15 +177,19 @@ def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "new" / "results.json").exists()  # nothing ran: nothing recorded
 
 
-def test_resume_of_a_completed_run_does_not_train_again(tmp_path: Path) -> None:
+def test_resume_of_a_completed_run_does_not_train_again(
+    compose_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     run_dir = tmp_path / "run"
-    quick = (*RUN, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
-    assert cli(*quick, cwd=tmp_path).returncode == 0
+    quick = (*RUN, "trainer.max_epochs=1")
+    assert run(compose_cfg(*quick, output_dir=run_dir))["status"] == "completed"
     before = results(run_dir)
-    again = cli(*quick, "resume=true", cwd=tmp_path)
-    assert again.returncode == 0
-    assert "already completed" in again.stdout + again.stderr
-    assert results(run_dir) == before
+    checkpoints = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.ckpt")}
+    with caplog.at_level("INFO"):
+        again = run(compose_cfg(*quick, "resume=true", output_dir=run_dir))
+    assert "already completed" in caplog.text
+    assert again == before and results(run_dir) == before
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.ckpt")} == checkpoints
 
 
 def test_nan_guard_stops_the_run_as_diverged_without_checkpointing_it(tmp_path: Path) -> None:
