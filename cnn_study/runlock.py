@@ -1,11 +1,12 @@
 """One live run per folder: a run holds `.run.lock` (PID, host, SLURM job, start time) in
 its folder while it trains; a second process refuses with one line naming the holder.
 
-A lock whose process is gone (same host, PID not alive) or that a requeued SLURM job left
-behind (same SLURM_JOB_ID) is stale: taken over with a warning. A lock from another host
-cannot be checked and is refused; the message says which file to delete if that process
-is known to be gone. Only the first process of a run takes the lock: the other DDP ranks
-(RANK / LOCAL_RANK / SLURM_PROCID set and not 0) share their rank 0's folder.
+A lock whose process is gone (same host, PID not alive) or that an earlier attempt of a
+requeued SLURM job left behind (same SLURM_JOB_ID, a lower SLURM_RESTART_COUNT) is stale:
+taken over with a warning. A lock from another host cannot be checked and is refused; the
+message says which file to delete if that process is known to be gone. Only the first
+process of a run takes the lock: the other DDP ranks (RANK / LOCAL_RANK / SLURM_PROCID set
+and not 0) share their rank 0's folder.
 
 Hydra writes `.hydra/` and the job log into a run folder before the task starts, so a
 single run takes its lock in Hydra's `on_run_start` callback, before any of that (where
@@ -53,6 +54,7 @@ def _holder() -> dict[str, Any]:
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart": slurm_restart(),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -71,7 +73,8 @@ def stale_reason(holder: dict[str, Any]) -> str | None:
     """Why a lock left by `holder` no longer protects a live run, or None when it does."""
     me = _holder()
     job = holder.get("slurm_job_id")
-    if job and job == me["slurm_job_id"]:
+    earlier = int(holder.get("slurm_restart") or 0) < me["slurm_restart"]
+    if job and job == me["slurm_job_id"] and earlier:  # not a live process of this attempt
         return f"SLURM job {job} was requeued"
     if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
         return f"process {holder.get('pid')} has ended"

@@ -81,7 +81,10 @@ def test_whose_lock_is_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     requeued = tmp_path / "requeued"
-    write_lock(requeued, pid=1, host="node-17", slurm_job_id="4242")
+    write_lock(requeued, pid=1, host="node-17", slurm_job_id="4242", slurm_restart=0)
+    with pytest.raises(FolderBusyError):  # a live process of this same attempt, elsewhere
+        acquire(requeued)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     acquire(requeued)  # the same SLURM job, restarted on another node: taken over
     assert json.loads((requeued / LOCK_FILE).read_text())["slurm_job_id"] == "4242"
     release(requeued)
