@@ -416,9 +416,10 @@ def study_sections(found: StudyEvidence, out: Path) -> tuple[list[str], list[Pat
         "### Each part against its baseline, paired by seed",
         differences_table(found),
         "### Claims\n\n" + looks_text(found) + " A claim is **supported** when every "
-        "interval lies on the claimed side of zero, **contradicted** when one lies on the "
-        "other side, **not resolved** when an interval includes zero or fewer than two seeds "
-        "are paired, **not run** when a part has no completed run. Per test image: the share "
+        "interval lies on the claimed side of its margin (zero unless the claim names one), "
+        "**contradicted** when one lies on the other side, **not resolved** when an interval "
+        "includes the margin or fewer than two seeds are paired, **not run** when a part has "
+        "no completed run. Per test image: the share "
         "of test images whose correctness flips between the two parts (churn) and the exact "
         "McNemar test of one seed pair — it speaks for those two networks, not for the recipe.",
         claims_md,
