@@ -240,7 +240,7 @@ def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
     assert (b3["arch"]["input_size"], b3["data"]["train_size"]) == (48, 8000)
     assert any(line.startswith("B3 gap4 BN: arch.input_size=48") for line in b.deviations())
     a = read_study(study_path("a"))
-    assert len(a.parts) == 17 and a.seeds == [0, 1, 2]
+    assert len(a.parts) == 19 and a.seeds == [0, 1, 2]
     assert a.parts_by_name["A1 baseline"].published["test/acc"] == pytest.approx(0.7379)
 
 
