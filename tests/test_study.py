@@ -305,3 +305,25 @@ def test_a_claim_with_metrics_names_one_a_part(tmp_path: Path, capsys) -> None:
     assert "claims[0].metrics: 1 metrics for 2 parts of order" in short
     twice = bad_study(tmp_path, capsys, claims=[{"text": "x", "order": ["step", "step"]}])
     assert "claims[0].order: a part twice on one metric" in twice
+
+
+def test_every_bundled_part_composes_as_a_job_of_the_study_sweeper() -> None:
+    """A part's experiment may name its own sweep (`hydra.sweeper.params`: B5's three
+    backbones); composed under the study's sweeper, as the runner launches it, it must
+    still compose (it stopped Study B at its first B5 job)."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from cnn_study.config import CONFIG_NAME
+    from cnn_study.study.sweeper import register_sweeper
+
+    register_sweeper()
+    with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
+        for name in ("a", "b"):
+            study = read_study(study_path(name), {"scale": "cpu"})
+            for part in study.parts:
+                sweeper = ["hydra/sweeper=cnn_study", "hydra.sweeper.study=study.yaml"]
+                cfg = compose(CONFIG_NAME, [*study.job_overrides(part), *sweeper],
+                              return_hydra_config=True)
+                sweeper = instantiate(cfg.hydra.sweeper)
+                assert sweeper.study_file == Path("study.yaml"), part.name

@@ -3,7 +3,7 @@ configured launcher (`python -m cnn_study.study` sets it up; see `cnn_study.stud
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
@@ -16,6 +16,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 class StudySweeperConf:
     _target_: str = "hydra_plugins.cnn_study_sweeper.study_sweeper.StudySweeper"
     study: str = MISSING  # the study.yaml in the study folder
+    # An experiment may name its own sweep (B5: three backbones) for a plain multirun;
+    # a study's jobs are its parts x seeds, each naming its values, so it is not swept here.
+    params: Optional[dict[str, str]] = None
 
 
 ConfigStore.instance().store(
@@ -24,8 +27,8 @@ ConfigStore.instance().store(
 
 
 class StudySweeper(Sweeper):
-    def __init__(self, study: str) -> None:
-        self.study_file = Path(study)
+    def __init__(self, study: str, params: Optional[dict[str, str]] = None) -> None:
+        self.study_file = Path(study)  # `params` is an experiment's own sweep: not used
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
