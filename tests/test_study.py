@@ -323,7 +323,8 @@ def test_every_bundled_part_composes_as_a_job_of_the_study_sweeper() -> None:
             study = read_study(study_path(name), {"scale": "cpu"})
             for part in study.parts:
                 sweeper = ["hydra/sweeper=cnn_study", "hydra.sweeper.study=study.yaml"]
-                cfg = compose(CONFIG_NAME, [*study.job_overrides(part), *sweeper],
-                              return_hydra_config=True)
+                cfg = compose(
+                    CONFIG_NAME, [*study.job_overrides(part), *sweeper], return_hydra_config=True
+                )
                 sweeper = instantiate(cfg.hydra.sweeper)
                 assert sweeper.study_file == Path("study.yaml"), part.name

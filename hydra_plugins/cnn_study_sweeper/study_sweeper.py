@@ -3,7 +3,7 @@ configured launcher (`python -m cnn_study.study` sets it up; see `cnn_study.stud
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
@@ -18,7 +18,7 @@ class StudySweeperConf:
     study: str = MISSING  # the study.yaml in the study folder
     # An experiment may name its own sweep (B5: three backbones) for a plain multirun;
     # a study's jobs are its parts x seeds, each naming its values, so it is not swept here.
-    params: Optional[dict[str, str]] = None
+    params: dict[str, str] | None = None
 
 
 ConfigStore.instance().store(
@@ -27,7 +27,7 @@ ConfigStore.instance().store(
 
 
 class StudySweeper(Sweeper):
-    def __init__(self, study: str, params: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, study: str, params: dict[str, str] | None = None) -> None:
         self.study_file = Path(study)  # `params` is an experiment's own sweep: not used
 
     def setup(
