@@ -86,16 +86,19 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def reject_early(cfg: DictConfig) -> None:
-    """A single run's out-of-range value: one line, exit 2, before any heavy import; the
-    folder Hydra made for it is removed when it holds nothing else (no run happened)."""
+    """A single run's out-of-range value: one line, exit 2, before any heavy import
+    (HYDRA_FULL_ERROR=1: its traceback, as for every other error); the folder Hydra made
+    for it is removed when it holds nothing else (no run happened)."""
     try:
         check_ranges(cfg)
     except CnnStudyError as problem:
-        log.error("%s", problem)
         output_dir = Path(cfg.paths.output_dir)
         leftovers = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
         if leftovers <= {".hydra", f"{HydraConfig.get().job.name}.log", LOCK_FILE}:
             shutil.rmtree(output_dir, ignore_errors=True)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", problem)
         sys.exit(2)
 
 

@@ -96,6 +96,41 @@ def compose_run_config(output_dir: Path, *overrides: str) -> DictConfig:
     return cfg
 
 
+def command_here(
+    entry: Callable[[], object],
+    argv: list[str],
+    cwd: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """A command (`cnn_study.__main__.cli`, a study's `main`) run in this process with
+    `argv`, from `cwd`: its exit code and output. No second start of torch and Lightning
+    (seconds each); signals, entry points and launchers keep their processes elsewhere."""
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    import cnn_study.__main__ as app
+    from cnn_study import sweep
+
+    monkeypatch.chdir(cwd)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["cnn_study", *argv])
+    monkeypatch.setattr(app, "JOBS_STARTED", [])  # per process: fresh for each command
+    monkeypatch.setattr(sweep, "_UNFINISHED", [])
+    try:
+        returned = entry()
+        code = returned if isinstance(returned, int) else 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
 def execute_report_notebook(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
     """Run notebooks/study_report.ipynb on `folder`: its text output and its image count."""
     nbformat = pytest.importorskip("nbformat")

@@ -94,10 +94,15 @@ def test_the_command_line_says_it_in_one_message(tmp_path: Path, arguments, frag
     assert result.returncode == 2
 
 
-def test_full_error_shows_the_traceback(tmp_path: Path) -> None:
-    result = cli(*QUICK, "trainer.max_epochs=abc", f"hydra.run.dir={tmp_path / 'run'}",
+@pytest.mark.parametrize("override", ["trainer.max_epochs=abc", "optimizer.lr=-1"])
+def test_full_error_shows_the_traceback(tmp_path: Path, override: str) -> None:
+    """Both error paths: a type error (found after torch is imported) and a range error
+    (found before): HYDRA_FULL_ERROR=1 gives the traceback (the range error once did not)."""
+    result = cli(*QUICK, override, f"hydra.run.dir={tmp_path / 'run'}",
                  cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})  # fmt: skip
     assert result.returncode != 0 and "Traceback" in result.stderr
+    if override.startswith("optimizer"):  # refused before the run: no folder left
+        assert not (tmp_path / "run").exists()
 
 
 def test_checkpoint_of_another_class_count_without_a_new_head(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnn_study.errors import CnnStudyError
+from cnn_study.__main__ import cli as cli_here
+from cnn_study.errors import CnnStudyError, DivergedError
 from cnn_study.rundir import RESULTS_FILE
 from cnn_study.train import run
-from tests.conftest import NO_FIGURES
+from tests.conftest import NO_FIGURES, command_here
 from tests.test_train import REPO, cli, scalars
 
 # Augmentation and dropout draw from the global RNG every step: resume must restore it.
@@ -39,13 +40,13 @@ def checkpoint(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, compose_cfg) -> None:
     """Validation accuracy never improves after epoch 0, the run is killed after epoch 2 of
-    4 and resumed: weights, optimizer state and every logged point equal an uninterrupted run."""
+    4 and resumed: weights, optimizer state and every logged point equal an uninterrupted run.
+    Only the killed run is a process of its own; both compute on one thread, as here."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     four = (*RUN, "trainer.max_epochs=4", *WORSENING)
-    done = cli(*four, f"hydra.run.dir={whole}", cwd=tmp_path, env=HELPERS)
-    assert done.returncode == 0, done.stderr
+    assert run(compose_cfg(*four, output_dir=whole))["status"] == "completed"
     steps_per_epoch = checkpoint(whole)["global_step"] // 4
     assert checkpoint(whole)["epoch"] == 3  # last.ckpt is the last epoch, not the best one
 
@@ -58,8 +59,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     timers = [v for k, v in checkpoint(killed)["callbacks"].items() if k.startswith("Timer")]
     trained_before_kill = timers[0]["time_elapsed"]["train"]
 
-    resumed = cli(*four, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path, env=HELPERS)
-    assert resumed.returncode == 0, resumed.stderr
+    assert run(compose_cfg(*four, "resume=true", output_dir=killed))["status"] == "completed"
     expected, got = checkpoint(whole), checkpoint(killed)
     assert got["global_step"] == expected["global_step"] == 4 * steps_per_epoch
     for name, tensor in expected["state_dict"].items():
@@ -79,7 +79,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
-def test_sigint_and_sigterm_end_as_interrupted_and_resume(tmp_path: Path, name: str, code: int):
+def test_sigint_and_sigterm_end_as_interrupted_and_resume(
+    tmp_path: Path, compose_cfg, name: str, code: int
+) -> None:
     run_dir = tmp_path / "run"
     stop = ("+callbacks.stop._target_=tests.helpers.SignalAtEpoch",
             f"+callbacks.stop.signal_name={name}", "+callbacks.stop.epoch=2")  # fmt: skip
@@ -90,8 +92,7 @@ def test_sigint_and_sigterm_end_as_interrupted_and_resume(tmp_path: Path, name: 
     saved = results(run_dir)
     assert saved["status"] == "interrupted" and saved["error"] == f"stopped by {name}"
     assert checkpoint(run_dir)["epoch"] == 1  # the last completed epoch
-    resumed = cli(*RUN, "resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run(compose_cfg(*RUN, "resume=true", output_dir=run_dir))
     assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
     assert len(scalars(run_dir)["val/acc"]) == 3
 
@@ -112,10 +113,13 @@ def fake_slurm(tmp_path: Path, restarts: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def test_slurm_preemption_requeues_and_the_requeued_job_continues(tmp_path: Path) -> None:
+def test_slurm_preemption_requeues_and_the_requeued_job_continues(
+    tmp_path: Path, compose_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """SLURM warns with SIGUSR1 (#SBATCH --signal=USR1@90), then pre-empts with SIGTERM:
     Lightning's auto-requeue calls `scontrol requeue`; the same command, started again by
-    SLURM (SLURM_RESTART_COUNT=1), continues from last.ckpt instead of starting over."""
+    SLURM (SLURM_RESTART_COUNT=1; here in-process), continues from last.ckpt instead of
+    starting over."""
     run_dir = tmp_path / "job"
     command = (*RUN, f"hydra.run.dir={run_dir}",
                "+callbacks.preempt._target_=tests.helpers.SignalAtEpoch",
@@ -128,11 +132,14 @@ def test_slurm_preemption_requeues_and_the_requeued_job_continues(tmp_path: Path
     assert checkpoint(run_dir)["epoch"] == 1
     steps_per_epoch = checkpoint(run_dir)["global_step"] // 2
 
-    again = cli(*command, cwd=tmp_path, env=fake_slurm(tmp_path, restarts=1))
-    assert again.returncode == 0, again.stderr[-2000:]
-    output = again.stdout + again.stderr
-    assert "requeued SLURM job (restart 1): resume=auto" in output
-    assert "resuming from" in output and "last.ckpt" in output
+    for key, value in fake_slurm(tmp_path, restarts=1).items():
+        monkeypatch.setenv(key, value)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGUSR1, signal.SIGTERM)}
+    with caplog.at_level("INFO"):
+        run(compose_cfg(*command, output_dir=run_dir))  # its preempt callback: inert now
+    assert {number: signal.getsignal(number) for number in handlers} == handlers  # restored
+    assert "requeued SLURM job (restart 1): resume=auto" in caplog.text
+    assert "resuming from" in caplog.text and "last.ckpt" in caplog.text
     assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
     assert checkpoint(run_dir)["global_step"] == 3 * steps_per_epoch
     assert len(scalars(run_dir)["val/acc"]) == 3  # epochs 0 and 1 were not trained again
@@ -168,12 +175,11 @@ def test_a_single_sbatch_run_preempted_in_its_first_epoch_continues_its_folder(
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))
 
 
-def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
-    fresh = cli(*RUN, "resume=true", f"hydra.run.dir={tmp_path / 'new'}", cwd=tmp_path)
-    assert fresh.returncode == 2
-    output = fresh.stdout + fresh.stderr
-    assert "resume=true, but there is no checkpoint" in output
-    assert "Traceback" not in output
+def test_resume_without_a_checkpoint_says_so(tmp_path: Path, compose_cfg) -> None:
+    """A user error (CnnStudyError: one line and exit 2 on the command line, as in
+    test_data.py::test_cli_missing_data_exits_with_message_not_traceback)."""
+    with pytest.raises(CnnStudyError, match="resume=true, but there is no checkpoint"):
+        run(compose_cfg(*RUN, "resume=true", output_dir=tmp_path / "new"))
     assert not (tmp_path / "new" / "results.json").exists()  # nothing ran: nothing recorded
 
 
@@ -192,15 +198,18 @@ def test_resume_of_a_completed_run_does_not_train_again(
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.ckpt")} == checkpoints
 
 
-def test_nan_guard_stops_the_run_as_diverged_without_checkpointing_it(tmp_path: Path) -> None:
+def test_nan_guard_stops_the_run_as_diverged_without_checkpointing_it(
+    tmp_path: Path, compose_cfg
+) -> None:
+    """In-process (a DivergedError is a CnnStudyError: exit 2 on the command line, and a
+    sweep's diverged job below)."""
     poison = (
         "+callbacks.poison._target_=tests.helpers.PoisonWeightsAtEpoch",
         "+callbacks.poison.epoch=1",
     )
     run_dir = tmp_path / "run"
-    diverged = cli(*RUN, *poison, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=HELPERS)
-    assert diverged.returncode == 2
-    assert "NaN or infinite in epoch 1" in diverged.stdout + diverged.stderr
+    with pytest.raises(DivergedError, match="NaN or infinite in epoch 1"):
+        run(compose_cfg(*RUN, *poison, output_dir=run_dir))
     saved = results(run_dir)
     assert saved["status"] == "diverged" and "epoch 1" in saved["error"]
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
@@ -208,16 +217,21 @@ def test_nan_guard_stops_the_run_as_diverged_without_checkpointing_it(tmp_path: 
     assert all(torch.isfinite(w).all() for w in last_weights(run_dir).values())
 
 
-def test_sweep_survives_a_diverged_and_a_crashed_job_and_summarises(tmp_path: Path) -> None:
+def test_sweep_survives_a_diverged_and_a_crashed_job_and_summarises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`python -m cnn_study -m` (in this process: see command_here)."""
     sweep_dir = tmp_path / "sweep"
-    sweep = cli(
-        "-m", *RUN, "trainer.max_epochs=1",
+    sweep = [
+        "-m",
+        *RUN,
+        "trainer.max_epochs=1",
         "+callbacks.sabotage._target_=tests.helpers.Sabotage",
         "+callbacks.sabotage.action=none,poison,crash,none",
         f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path, env=HELPERS,
-    )  # fmt: skip
-    assert sweep.returncode == 1, sweep.stderr  # every job ran; one failed (after its summary)
+    ]
+    code, output = command_here(cli_here, sweep, tmp_path, monkeypatch, capsys)
+    assert code == 1, output[-3000:]  # every job ran; one failed (after its summary)
     statuses = [results(sweep_dir / str(n))["status"] for n in range(4)]
     assert statuses == ["completed", "diverged", "failed", "completed"]
     assert "RuntimeError: sabotaged job" in results(sweep_dir / "2")["error"]
@@ -239,7 +253,9 @@ def test_resume_without_checkpointing_says_so(compose_cfg) -> None:
         run(cfg)
 
 
-def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path: Path) -> None:
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(
+    tmp_path: Path, compose_cfg
+) -> None:
     """Stopped before any epoch completed: the hint says so (it used to point at a
     last.ckpt that did not exist), and following resume=true anyway fails with exit 2
     without rewriting the run's `interrupted` status to `failed`."""
@@ -252,7 +268,6 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path: Pat
     assert "nothing to resume; start again with the same command" in output
     assert "resume=true" not in output
     assert results(run_dir)["status"] == "interrupted"
-    resumed = cli(*RUN, "resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert resumed.returncode == 2
-    assert "no checkpoint to resume from" in resumed.stdout + resumed.stderr
+    with pytest.raises(CnnStudyError, match="no checkpoint to resume from"):
+        run(compose_cfg(*RUN, "resume=true", output_dir=run_dir))
     assert results(run_dir)["status"] == "interrupted"

@@ -20,7 +20,7 @@ from cnn_study.study.__main__ import prepare
 from cnn_study.study.definition import bundled_studies, read_study, study_path
 from cnn_study.study.membership import HYDRA_CONFIG, PARTS_FILE, part_configs
 from cnn_study.study.report import write_report
-from tests.conftest import execute_report_notebook
+from tests.conftest import command_here, execute_report_notebook
 
 # Every job: fake data, one short epoch, no test-end figures (seconds each).
 PROTOCOL = ["data=fake", "trainer=debug", "~callbacks.gradcam", "~callbacks.evaluation_figures"]
@@ -51,6 +51,15 @@ def run_study(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def run_study_here(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> str:
+    """`python -m cnn_study.study` in this process: its output."""
+    env = {"CNN_STUDY_OUTPUT": str(cwd / "out")}
+    code, output = command_here(lambda: study_main(list(args)), list(args), cwd, monkeypatch,
+                                capsys, env)  # fmt: skip
+    assert code == 0, output[-3000:]
+    return output
+
+
 def results(folder: Path) -> dict[str, dict]:
     return {
         str(path.parent.relative_to(folder)): json.loads(path.read_text())
@@ -68,7 +77,9 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd / "out" / "studies" / "tiny"
 
 
-def test_a_study_runs_as_one_multirun_and_continues_without_retraining(tiny_study) -> None:
+def test_a_study_runs_as_one_multirun_and_continues_without_retraining(
+    tiny_study, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     folder = tiny_study
     jobs = results(folder)
     assert set(jobs) == {"constant/seed0", "constant/seed1", "step/seed0", "step/seed1"}
@@ -83,9 +94,10 @@ def test_a_study_runs_as_one_multirun_and_continues_without_retraining(tiny_stud
     assert (folder / "family_constant.png").is_file() or (folder / "family_step.png").is_file()
 
     checkpoints = {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")}
-    again = run_study("study=tiny.yaml", cwd=folder.parents[2])
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 jobs of this batch already completed" in again.stderr + again.stdout
+    again = run_study_here(
+        "study=tiny.yaml", cwd=folder.parents[2], monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert "4 jobs of this batch already completed" in again
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")} == checkpoints
     assert results(folder) == jobs
 
@@ -115,7 +127,9 @@ def test_a_run_of_another_config_in_the_folder_is_never_pooled(tiny_study, tmp_p
     assert "| extra_run |" in (folder / "report.md").read_text()
 
 
-def test_until_resolved_adds_seeds_to_the_claims_parts_only(tmp_path: Path) -> None:
+def test_until_resolved_adds_seeds_to_the_claims_parts_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """Two parts a whisker apart (lr 1e-3 vs 1.000001e-3) never resolve: they get seeds
     up to study.max_seeds in rounds; a part outside the claim keeps its seeds."""
     write_study(
@@ -128,9 +142,8 @@ def test_until_resolved_adds_seeds_to_the_claims_parts_only(tmp_path: Path) -> N
         ],
         claims=[{"text": "b beats a", "order": ["lr b", "lr a"]}],
     )
-    done = run_study("study=close.yaml", "study.until_resolved=true", "study.max_seeds=4",
-                     cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_study_here("study=close.yaml", "study.until_resolved=true", "study.max_seeds=4",
+                   cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
     folder = tmp_path / "out" / "studies" / "close"
     seeds = {}
     for job in results(folder):
@@ -230,7 +243,9 @@ def test_a_new_option_with_a_null_default_keeps_the_runs_in_their_parts(
 def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
     assert {"a", "b"} <= set(bundled_studies())
     for name in ("a", "b"):
-        for scale in (None, "cpu"):  # the protocol and the named CPU scale both compose
+        # The protocol and the named CPU scale both compose, each part as a job of the
+        # study's sweeper (B5's experiment names its own sweep: it once stopped Study B).
+        for scale in (None, "cpu"):
             study = read_study(study_path(name), {"scale": scale})
             configs = part_configs(study)
             assert set(configs) == {p.name for p in study.parts}
@@ -305,26 +320,3 @@ def test_a_claim_with_metrics_names_one_a_part(tmp_path: Path, capsys) -> None:
     assert "claims[0].metrics: 1 metrics for 2 parts of order" in short
     twice = bad_study(tmp_path, capsys, claims=[{"text": "x", "order": ["step", "step"]}])
     assert "claims[0].order: a part twice on one metric" in twice
-
-
-def test_every_bundled_part_composes_as_a_job_of_the_study_sweeper() -> None:
-    """A part's experiment may name its own sweep (`hydra.sweeper.params`: B5's three
-    backbones); composed under the study's sweeper, as the runner launches it, it must
-    still compose (it stopped Study B at its first B5 job)."""
-    from hydra import compose, initialize_config_module
-    from hydra.utils import instantiate
-
-    from cnn_study.config import CONFIG_NAME
-    from cnn_study.study.sweeper import register_sweeper
-
-    register_sweeper()
-    with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
-        for name in ("a", "b"):
-            study = read_study(study_path(name), {"scale": "cpu"})
-            for part in study.parts:
-                sweeper = ["hydra/sweeper=cnn_study", "hydra.sweeper.study=study.yaml"]
-                cfg = compose(
-                    CONFIG_NAME, [*study.job_overrides(part), *sweeper], return_hydra_config=True
-                )
-                sweeper = instantiate(cfg.hydra.sweeper)
-                assert sweeper.study_file == Path("study.yaml"), part.name

@@ -19,11 +19,12 @@ from tensorboard.backend.event_processing.plugin_event_accumulator import (
 )
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from cnn_study.__main__ import cli as app_cli
 from cnn_study.data.fake import FakeDataModule
 from cnn_study.module import load_classifier
 from cnn_study.rundir import Run, describe_runs
 from cnn_study.train import run
-from tests.conftest import NO_FIGURES, ComposeFn
+from tests.conftest import NO_FIGURES, ComposeFn, command_here
 
 REQUIRED_KEYS = {
     "test/acc", "test/precision", "test/recall", "test/f1", "test/f1_macro", "test/auroc",
@@ -43,9 +44,13 @@ def cli(
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Each scalar's values in step order (a resumed run's points are in a second file)."""
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {
+        tag: [e.value for e in sorted(events.Scalars(tag), key=lambda e: e.step)]
+        for tag in events.Tags()["scalars"]
+    }
 
 
 def test_cli_fast_dev_run_writes_complete_results(tmp_path: Path) -> None:
@@ -85,13 +90,21 @@ def test_cli_help_lists_the_groups(tmp_path: Path) -> None:
         assert f"\n{group}: " in result.stdout
 
 
-def test_multirun_grid_runs_nine_jobs_each_with_results(tmp_path: Path) -> None:
-    result = cli(
-        "-m", "data=fake", "trainer.fast_dev_run=true", *NO_FIGURES,
-        "regularization.dropout=0.3,0.4,0.5", "regularization.weight_decay=1e-4,1e-3,1e-2",
-        cwd=tmp_path, env={"CNN_STUDY_OUTPUT": str(tmp_path / "out")},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_multirun_grid_runs_nine_jobs_each_with_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`python -m cnn_study -m` with a 3 × 3 grid (in this process: see command_here)."""
+    grid = [
+        "-m",
+        "data=fake",
+        "trainer.fast_dev_run=true",
+        *NO_FIGURES,
+        "regularization.dropout=0.3,0.4,0.5",
+        "regularization.weight_decay=1e-4,1e-3,1e-2",
+    ]
+    code, output = command_here(app_cli, grid, tmp_path, monkeypatch, capsys,
+                                env={"CNN_STUDY_OUTPUT": str(tmp_path / "out")})  # fmt: skip
+    assert code == 0, output[-3000:]
     (sweep,) = (tmp_path / "out" / "multirun").iterdir()
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name))
     assert [p.name for p in jobs] == [str(i) for i in range(9)]
@@ -103,7 +116,7 @@ def test_multirun_grid_runs_nine_jobs_each_with_results(tmp_path: Path) -> None:
         grid.add(tuple(sorted(results["overrides"])[1:]))
         assert "weight_decay" in config
         row = f"│ {job.name}   │ {' '.join(results['overrides'])}"
-        assert row in result.stdout, row  # the sweep ends with a table of its jobs
+        assert row in output, row  # the sweep ends with a table of its jobs
     assert len(grid) == 9
 
 

@@ -30,16 +30,29 @@ HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 REPEAT_KEYS = ("seed", "resume")
 
 
-def compose_config(overrides: list[str]) -> dict[str, Any]:
+def compose_config(overrides: list[str], as_study_job: bool = False) -> dict[str, Any]:
     """The app's config for `overrides`, unresolved, without Hydra's node (inside a running
-    Hydra app too, where Hydra is initialised already)."""
+    Hydra app too, where Hydra is initialised already). `as_study_job`: composed with
+    Hydra's node under the study's sweeper, as the runner launches it, so that a part whose
+    `hydra.*` settings the job could not compose is refused before any job starts."""
+    hydra_node = []
+    if as_study_job:
+        from cnn_study.study.sweeper import register_sweeper
+
+        register_sweeper()
+        hydra_node = ["hydra/sweeper=cnn_study"]
+
+    def composed() -> Any:
+        return compose(CONFIG_NAME, [*overrides, *hydra_node], return_hydra_config=as_study_job)
+
     if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
+        cfg = composed()
     else:
         with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
+            cfg = composed()
     container = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(container, dict)
+    container.pop("hydra", None)
     return container
 
 
@@ -78,7 +91,7 @@ def part_configs(study: Study) -> dict[str, str]:
     configs: dict[str, str] = {}
     for index, part in enumerate(study.parts):
         try:
-            config = compose_config(study.job_overrides(part))
+            config = compose_config(study.job_overrides(part), as_study_job=True)
         except (HydraException, OmegaConfBaseException, ValueError) as error:
             reason = " ".join(str(error).split())
             raise CnnStudyError(
