@@ -154,7 +154,53 @@ def test_until_resolved_adds_seeds_to_the_claims_parts_only(
     assert [look["targets"] for look in looks] == [{"lr a": 4, "lr b": 4}, {}]
     report = (folder / "report.md").read_text()
     assert "**not resolved after 4 seeds (the budget)**" in report
-    assert "verdicts after 2 of 3 planned looks, each interval at 98.33 % confidence" in report
+    assert "Verdicts at look 2 of 3 planned" in report
+    assert "0.01667 at each of 3 planned looks" in report
+    assert [look["level"] for look in looks] == [pytest.approx(0.05 / 3)] * 2
+
+
+def test_a_folder_keeps_the_error_control_of_its_first_look(
+    tiny_study, tmp_path: Path, capsys
+) -> None:
+    """The tiny study recorded its look at α = 0.05, one look: a second command at
+    another α, or with looks added, would spend more than α; it is refused in one line
+    naming the keys, before any job."""
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    looks = json.loads((folder / "looks.json").read_text())
+    assert looks["plan"] == {"alpha": 0.05, "looks": 1, "max_seeds": None}
+    assert [look["look"] for look in looks["looks"]] == [1]
+    path = write_study(tmp_path / "tiny.yaml")
+    for setting, named in (("study.alpha=0.01", "alpha=0.01 (recorded 0.05)"),
+                           ("study.until_resolved=true", "looks=3 (recorded 1)")):  # fmt: skip
+        code = study_main([f"study={path}", f"study.dir={folder}", setting])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert named in err and "study.dir=" in err
+    assert json.loads((folder / "looks.json").read_text()) == looks
+
+
+def test_runs_csv_judges_the_study_again_without_its_folders(tiny_study, tmp_path: Path) -> None:
+    """`--runs runs.csv --study study.yaml`: the same parts, verdicts and p-values as the
+    report made from the run folders."""
+    from cnn_study.study.report import main as report_main
+
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    write_report([folder], folder)
+    from_folders = json.loads((folder / "report.json").read_text())
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(folder / "runs.csv", again / "runs.csv")
+    shutil.copy(folder / "study.yaml", again / "study.yaml")
+    shutil.rmtree(folder)  # nothing of the folders is left
+    code = report_main(["--runs", str(again / "runs.csv"), "--study", str(again / "study.yaml")])
+    assert code == 0
+    from_runs = json.loads((again / "report.json").read_text())
+    assert from_runs["claims"] == from_folders["claims"]
+    assert from_runs["parts"] == from_folders["parts"]
+    assert from_runs["study"]["error_control"] == from_folders["study"]["error_control"]
+    assert "(judged from the table of runs" in (again / "report.md").read_text()
 
 
 def bad_study(tmp_path: Path, capsys: pytest.CaptureFixture, **changes: object) -> str:

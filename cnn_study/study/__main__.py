@@ -12,7 +12,9 @@ then writes report.md / report.csv / report.json and the pictures there.
                           unresolved claims, in rounds (error rate split over the looks)
   study.max_seeds=N       at most N seeds a part (default 10)
   study.max_looks=K       planned looks at the claims (default 3)
-  study.alpha=A           the error rate split over the looks (default 0.05)
+  study.alpha=A           the chance of any false verdict in the whole study, at most
+                          (default: the study file's alpha, else 0.05); split over the K
+                          looks. α, K and max_seeds are fixed in the folder at its first look
   hydra/launcher=joblib hydra.launcher.n_jobs=2   jobs side by side (or =slurm)
   anything else           an override of every job, e.g. data.num_workers=2
 
@@ -38,6 +40,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cnn_study.errors import CnnStudyError
 from cnn_study.paths import output_root
 from cnn_study.study.definition import STUDY_FILE, Study, read_study, study_path
+from cnn_study.study.looks import check_plan
 from cnn_study.study.membership import PARTS_FILE, differing_keys, part_configs, read_recorded
 
 SETTINGS = ("dir", "scale", "until_resolved", "max_seeds", "max_looks", "alpha")
@@ -105,6 +108,7 @@ def check_folder(study: Study, folder: Path, configs: dict[str, str]) -> None:
     saved = folder / STUDY_FILE
     if not saved.is_file():
         return
+    check_plan(study, folder)
     before = read_study(saved).identity()
     for name, overrides in study.identity().items():
         has_runs = trained_in(folder / study.parts_by_name[name].slug)

@@ -13,6 +13,8 @@ Keys (see README, "Your own study"):
   the name's first word), `seeds` (instead of the study's), `checkpoint_from` (train from
   another part's best checkpoint of the same seed: {part: ..., key: finetune.from_checkpoint});
 - `claims`: `text`, `order` (each part beats the next one on `metric`, default test/acc);
+- `alpha`: the chance of any false verdict in the whole study, at most (default 0.05;
+  `study.alpha=` on the command line overrides it);
 - `scales`: named variants, e.g. `cpu: {description, overrides, parts: {<part>: [...]}}`,
   chosen with `study.scale=cpu`; their overrides are the deviations the report lists.
 """
@@ -106,14 +108,14 @@ class RunSettings:
     overrides: list[str] = field(default_factory=list)  # given to every job by the user
     until_resolved: bool = False
     max_seeds: int = 10
-    max_looks: int = 3  # the error rate is split over this many planned looks
-    alpha: float = 0.05
+    max_looks: int = 3  # the study's α is split over this many planned looks
     command: str | None = None  # the command line that ran the study, for the report
 
 
 @dataclass
 class Study:
     title: str = MISSING
+    alpha: float = 0.05  # the chance of any false verdict in the whole study, at most
     protocol: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     parts: list[PartSpec] = field(default_factory=list)
@@ -172,6 +174,17 @@ class Study:
 
     def to_yaml(self) -> str:
         return OmegaConf.to_yaml(OmegaConf.structured(self))
+
+    @property
+    def planned_looks(self) -> int:
+        """K: the looks α is spent over (one unless seeds are added until resolved)."""
+        return self.run.max_looks if self.run.until_resolved else 1
+
+    def look_plan(self) -> dict[str, Any]:
+        """What a study folder fixes at its first look: a later look at another α, another
+        number of looks or another seed budget would spend more than α."""
+        return {"alpha": self.alpha, "looks": self.planned_looks,
+                "max_seeds": self.run.max_seeds if self.run.until_resolved else None}  # fmt: skip
 
     def identity(self) -> dict[str, list[str]]:
         """Each part's job overrides: what decides the jobs in a part's folder. A second
@@ -234,8 +247,15 @@ def read_study(path: Path, run: dict[str, Any] | None = None) -> Study:
     """Parse and check a study file (`run`: settings from the command line)."""
     try:
         # Escaped: an override's ${...} is for the job's config, not for the study file.
-        raw = OmegaConf.create(_escaped(yaml.safe_load(path.read_text()) or {}))
+        loaded = yaml.safe_load(path.read_text()) or {}
+        run = dict(run or {})
+        if isinstance(loaded, dict) and isinstance(loaded.get("run"), dict):
+            # study folders of cnn_study ≤ 0.1 saved alpha among the run settings
+            loaded.setdefault("alpha", loaded["run"].pop("alpha", 0.05))
+        raw = OmegaConf.create(_escaped(loaded))
         merged = OmegaConf.merge(OmegaConf.structured(Study), raw)
+        if "alpha" in run:
+            merged = OmegaConf.merge(merged, {"alpha": run.pop("alpha")})
         if run:
             merged = OmegaConf.merge(merged, {"run": _escaped(run)})
         study: Study = OmegaConf.to_object(merged)  # type: ignore[assignment]
@@ -300,8 +320,12 @@ def _problems(study: Study) -> Iterator[str]:
                f"{', '.join(study.scales) or 'none'}")  # fmt: skip
     if study.run.max_seeds < 1 or study.run.max_looks < 1:
         yield "study.max_seeds and study.max_looks: must be at least 1"
-    if not 0 < study.run.alpha < 1:
-        yield f"study.alpha={study.run.alpha}: must be in (0, 1)"
+    if not 0 < study.alpha < 1:
+        yield f"alpha={study.alpha}: must be in (0, 1) (the study's chance of a false verdict)"
+    most = max((len(study.part_seeds(p)) for p in study.parts), default=0)
+    if study.run.until_resolved and study.run.max_seeds < most:
+        yield (f"study.max_seeds={study.run.max_seeds}: below the {most} seeds the study "
+               "declares; give at least as many")  # fmt: skip
 
 
 def check_study(study: Study) -> None:

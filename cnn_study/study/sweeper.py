@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnn_study.rundir import COMPLETED, find_runs, read_json, read_results, write_json_atomic
+from cnn_study.rundir import COMPLETED, find_runs, read_results, write_json_atomic
 from cnn_study.study import evidence
 from cnn_study.study.definition import PartSpec, Study
+from cnn_study.study.looks import LOOKS_FILE, read_looks, run_rounds
 from cnn_study.study.membership import assign, recorded_configs
-from cnn_study.study.report import LOOKS_FILE, write_report
+from cnn_study.study.report import write_report
 
 log = logging.getLogger("cnn_study.study")
 
@@ -44,16 +45,6 @@ def register_sweeper() -> None:
 def quoted(value: str) -> str:
     """A value as one Hydra override token (paths may hold spaces, '=' or ',')."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def extended_seeds(declared: list[int], count: int) -> list[int]:
-    """The first `count` seeds: the declared ones, then the next unused integers."""
-    seeds = list(declared[:count])
-    candidate = max(declared, default=-1) + 1
-    while len(seeds) < count:
-        seeds.append(candidate)
-        candidate += 1
-    return seeds
 
 
 class StudyRun:
@@ -123,36 +114,18 @@ class StudyRun:
         return evidence.collect(self.study, members)
 
     def run(self) -> list[Path]:
-        """The declared seeds, then (until_resolved) rounds of seeds for unresolved
-        claims, each decided at a recorded look; then the report."""
-        study, settings = self.study, self.study.run
-        looks: list[dict[str, Any]] = read_json(self.folder / LOOKS_FILE).get("looks", [])
-        seeds = {p.name: study.part_seeds(p) for p in study.parts}
-        for look in looks:  # an interrupted study continues the rounds it had decided
-            for name, count in look["targets"].items():
-                if name in seeds:
-                    seeds[name] = extended_seeds(study.part_seeds(study.parts_by_name[name]),
-                                                 max(count, len(seeds[name])))  # fmt: skip
-        self.run_seeds(seeds)
-        confidence = evidence.look_confidence(settings.max_looks, settings.alpha)
-        while settings.until_resolved and len(looks) < settings.max_looks:
-            parts = self.parts()
-            verdicts = {
-                c.claim.text: c.verdict for c in evidence.judge_all(study, parts, confidence)
-            }
-            last_look = len(looks) + 1 == settings.max_looks
-            targets = {} if last_look else evidence.seed_targets(study, parts, confidence)
-            looks.append({"look": len(looks) + 1, "confidence": confidence,
-                          "seeds": {n: p.seeds for n, p in parts.items()},
-                          "verdicts": verdicts, "targets": targets})  # fmt: skip
-            write_json_atomic(self.folder / LOOKS_FILE, {"looks": looks})
-            log.info("study: look %d of %d: %s", len(looks), settings.max_looks, verdicts)
-            if not targets:
-                break
-            for name, count in targets.items():
-                part = study.parts_by_name[name]
-                seeds[name] = extended_seeds(study.part_seeds(part), count)
-            self.run_seeds(seeds)
-        written = write_report([self.folder], self.folder, settings.command)
+        """The rounds not run yet, a look recorded in looks.json after each (see
+        `cnn_study.study.looks`); then the report."""
+        study = self.study
+
+        def save(looks: list[dict[str, Any]]) -> None:
+            write_json_atomic(self.folder / LOOKS_FILE, {"plan": study.look_plan(),
+                                                         "looks": looks})  # fmt: skip
+            look = looks[-1]
+            log.info("study: look %d of %d: %s", look["look"], study.planned_looks,
+                     look["verdicts"])  # fmt: skip
+
+        run_rounds(study, read_looks(self.folder), self.run_seeds, self.parts, save)
+        written = write_report([self.folder], self.folder, study.run.command)
         log.info("study: report %s", written[0])
         return written
