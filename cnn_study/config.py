@@ -29,12 +29,19 @@ def auto_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
 
 
+def epochs_after(total: int, warmup: int) -> int:
+    """The epochs a schedule runs after a warmup (at least 1; a warmup as long as the run
+    is refused by the config check)."""
+    return max(1, int(total) - int(warmup))
+
+
 def register_resolvers() -> None:
     """Register the `cnn_study.*` resolvers once (importing cnn_study does this)."""
     resolvers = {
         "cnn_study.output_root": lambda: str(paths.output_root()),
         "cnn_study.cache_root": lambda: str(paths.cache_root()),
         "cnn_study.precision": auto_precision,
+        "cnn_study.epochs_after": epochs_after,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

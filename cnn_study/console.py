@@ -21,6 +21,7 @@ HEADLINE = (
     ("test/f1", "test F1, weighted"),
     ("test/f1_macro", "test F1, macro"),
     ("test/auroc", "test AUROC, macro"),
+    ("test/ece", "test ECE, 15 bins"),
 )
 
 
@@ -38,6 +39,8 @@ def quiet_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     # Lightning's own use of a torch API deprecated in torch 2.14; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # cnn_study's configure_model only sets the memory layout (and compiles): nothing sharded.
+    warnings.filterwarnings("ignore", message=r".*WeightAveraging doesn't support sharding.*")
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
         rank_zero.addFilter(_DropAdverts())

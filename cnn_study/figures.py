@@ -72,6 +72,34 @@ def roc_figure(
     return fig
 
 
+def reliability_figure(
+    counts: np.ndarray, confidence: np.ndarray, correct: np.ndarray, ece: float | None
+) -> Figure:
+    """Reliability diagram: per confidence bin, the accuracy against the mean confidence
+    (the diagonal is perfect calibration), and how many test images fall in each bin."""
+    bins = len(counts)
+    edges = np.linspace(0, 1, bins + 1)
+    filled = counts > 0
+    accuracy = np.divide(correct, counts, out=np.zeros(bins), where=filled)
+    mean_confidence = np.divide(confidence, counts, out=np.zeros(bins), where=filled)
+    fig = Figure(figsize=(6.5, 6))
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    width = edges[1] - edges[0]
+    top.bar(edges[:-1][filled], accuracy[filled], width=width, align="edge",
+            edgecolor="black", color="tab:blue", label="accuracy")  # fmt: skip
+    gap = (mean_confidence - accuracy)[filled]
+    top.bar(edges[:-1][filled], gap, bottom=accuracy[filled], width=width, align="edge",
+            color="tab:red", alpha=0.3, label="gap to confidence")  # fmt: skip
+    top.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    title = "reliability" + (f" (ECE {ece:.4f}, {bins} bins)" if ece is not None else "")
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar(edges[:-1], counts, width=width, align="edge", color="grey")
+    bottom.set(xlabel="confidence (top-class probability)", ylabel="images")
+    fig.tight_layout()
+    return fig
+
+
 def confusion_figure(matrix: np.ndarray, names: Sequence[str]) -> Figure:
     """Confusion matrix as counts and row-normalised (recall per true class)."""
     count = len(names)

@@ -1,23 +1,42 @@
-"""torchmetrics collections per stage.
+"""The metric registry: every evaluation metric is one entry here, read by the module (what
+it computes at test), results.json (what a run records), the report (its columns) and the
+claim judge (which metrics a claim may name, each one's direction and range).
 
 "Accuracy" is micro-averaged (correct / total), as both studies report it; torchmetrics'
 default for multiclass accuracy is macro, which scores absent classes as 0
 (torchmetrics #1664). Precision, recall and F1 come support-weighted (the studies'
-figures) and macro.
+figures) and macro. Calibration: the expected calibration error over 15 equal-width
+confidence bins (torchmetrics' `MulticlassCalibrationError`, L1; Guo et al. 2017).
 """
 
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassAUROC,
+    MulticlassCalibrationError,
     MulticlassF1Score,
     MulticlassPrecision,
     MulticlassRecall,
 )
 
 PER_CLASS_AUROC = "auroc_per_class"
+CALIBRATION_BINS = 15
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a test metric is built from the class count, and how it reads."""
+
+    build: Callable[[int], Metric]
+    higher_is_better: bool = True
+    proportion: bool = True  # a value in [0, 1] (a difference of two in [-1, 1])
+    reported: bool = True  # a column of the report's tables
+    per_class: bool = False  # one value per class, logged as test/<name>/<class>
 
 
 def accuracy(num_classes: int) -> MulticlassAccuracy:
@@ -25,18 +44,62 @@ def accuracy(num_classes: int) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=num_classes, average="micro")
 
 
+EVALUATION: dict[str, MetricSpec] = {
+    "acc": MetricSpec(accuracy),
+    "precision": MetricSpec(lambda k: MulticlassPrecision(num_classes=k, average="weighted")),
+    "recall": MetricSpec(lambda k: MulticlassRecall(num_classes=k, average="weighted")),
+    "f1": MetricSpec(lambda k: MulticlassF1Score(num_classes=k, average="weighted")),
+    "precision_macro": MetricSpec(
+        lambda k: MulticlassPrecision(num_classes=k, average="macro"), reported=False
+    ),
+    "recall_macro": MetricSpec(
+        lambda k: MulticlassRecall(num_classes=k, average="macro"), reported=False
+    ),
+    "f1_macro": MetricSpec(
+        lambda k: MulticlassF1Score(num_classes=k, average="macro"), reported=False
+    ),
+    "auroc": MetricSpec(lambda k: MulticlassAUROC(num_classes=k, average="macro")),
+    "ece": MetricSpec(
+        lambda k: MulticlassCalibrationError(num_classes=k, n_bins=CALIBRATION_BINS, norm="l1"),
+        higher_is_better=False,
+    ),
+    PER_CLASS_AUROC: MetricSpec(
+        lambda k: MulticlassAUROC(num_classes=k, average=None), reported=False, per_class=True
+    ),
+}
+
+# What a run records besides the test metrics (results.json keys): name → higher is better.
+TRAINING_RECORDS = {
+    "test/loss": False,
+    "train/acc": True,
+    "train/loss": False,
+    "val/acc": True,
+    "val/loss": False,
+    "best_val/acc": True,
+}
+
+
 def evaluation_metrics(num_classes: int) -> MetricCollection:
-    """Final evaluation; expects class probabilities. `auroc_per_class` is one value per class."""
-    return MetricCollection(
-        {
-            "acc": accuracy(num_classes),
-            "precision": MulticlassPrecision(num_classes=num_classes, average="weighted"),
-            "recall": MulticlassRecall(num_classes=num_classes, average="weighted"),
-            "f1": MulticlassF1Score(num_classes=num_classes, average="weighted"),
-            "precision_macro": MulticlassPrecision(num_classes=num_classes, average="macro"),
-            "recall_macro": MulticlassRecall(num_classes=num_classes, average="macro"),
-            "f1_macro": MulticlassF1Score(num_classes=num_classes, average="macro"),
-            "auroc": MulticlassAUROC(num_classes=num_classes, average="macro"),
-            PER_CLASS_AUROC: MulticlassAUROC(num_classes=num_classes, average=None),
-        }
-    )
+    """Every registered test metric; expects class probabilities."""
+    return MetricCollection({name: spec.build(num_classes) for name, spec in EVALUATION.items()})
+
+
+def recorded_metrics() -> dict[str, bool]:
+    """Every metric a run records in results.json, with whether higher is better."""
+    tests = {f"test/{name}": spec.higher_is_better for name, spec in EVALUATION.items()
+             if not spec.per_class}  # fmt: skip
+    return tests | TRAINING_RECORDS
+
+
+def report_columns() -> list[str]:
+    """The test metrics the report's tables show, in registry order."""
+    return [f"test/{name}" for name, spec in EVALUATION.items() if spec.reported]
+
+
+def is_proportion(metric: str) -> bool:
+    """Whether a recorded metric lies in [0, 1] (accuracies and the test metrics that do)."""
+    name = metric.removeprefix("best_").split("/", 1)[-1]
+    if metric.startswith(("train/", "val/", "best_val/")):
+        return name == "acc"
+    spec = EVALUATION.get(name)
+    return spec is not None and spec.proportion and not spec.per_class

@@ -2,6 +2,13 @@
 optimizer; the input pipeline is `cnn_study.inputs.Preprocess`, and the RNG state, the NaN
 guard and the frozen-BatchNorm rule are callbacks (`cnn_study.callbacks.safeguards`).
 
+The recipe's parts come in as objects: the training loss (`loss`: torch's cross-entropy,
+with label smoothing), batch mixing of the train split (`mixing`: MixUp/CutMix, soft
+targets) and the test-time views (`tta`). Validation and test losses are the plain
+cross-entropy, so every part of a study reports the same quantity. Under mixing, training
+accuracy counts a prediction right when it names the class with the larger share of the
+mixed image (the argmax of its soft target).
+
 Batches stay uint8 until they reach the training device, and a checkpoint carries
 everything needed to classify raw images (input spec, class names, the run's config).
 """
@@ -38,6 +45,9 @@ class ImageClassifier(L.LightningModule):
         optimizer: OptimizerFactory | None,
         scheduler: SchedulerFactory | None = None,
         augmentation: nn.Module | None = None,
+        loss: nn.Module | None = None,
+        mixing: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+        tta: Callable[[Tensor], list[Tensor]] | None = None,
         input_spec: Mapping[str, Any] | None = None,
         class_names: Sequence[str] = (),
         backbone_lr_scale: float = 1.0,
@@ -51,12 +61,16 @@ class ImageClassifier(L.LightningModule):
         # Objects are not hyperparameters: the run's resolved config rebuilds them
         # (see `load_classifier`), so a checkpoint loads without the original Python objects.
         self.save_hyperparameters(
-            ignore=["net", "optimizer", "scheduler", "augmentation"], logger=False
+            ignore=["net", "optimizer", "scheduler", "augmentation", "loss", "mixing", "tta"],
+            logger=False,
         )
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.augmentation = augmentation if augmentation is not None else nn.Identity()
+        self.criterion = loss if loss is not None else nn.CrossEntropyLoss()
+        self.mixing = mixing
+        self.tta = tta
         # Without a spec (tests, hand-built modules): as stored, pixels scaled to [-1, 1].
         self.input_spec = InputSpec.from_dict(input_spec or DEFAULT_INPUT)
         self.input_pipeline = Preprocess(self.input_spec, channels_last)
@@ -98,21 +112,24 @@ class ImageClassifier(L.LightningModule):
         """Logits for preprocessed (normalised float) inputs."""
         return self.net(inputs)
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], train: bool) -> tuple[Tensor, Tensor]:
-        images, labels = batch
-        logits = self(self.preprocess(images, train=train))
-        return F.cross_entropy(logits, labels), logits
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, logits = self._shared_step(batch, train=True)
-        labels = batch[1]
+        images, labels = batch
+        inputs, targets = self.preprocess(images, train=True), labels
+        if self.mixing is not None:
+            inputs, targets = self.mixing(inputs, labels)
+            if self.use_channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+        logits = self(inputs)
+        loss = self.criterion(logits, targets)
         self.train_loss.update(loss.detach(), weight=len(labels))
-        self.train_acc.update(logits.detach(), labels)
+        dominant = targets.argmax(dim=-1) if targets.is_floating_point() else targets
+        self.train_acc.update(logits.detach(), dominant)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        loss, logits = self._shared_step(batch, train=False)
-        labels = batch[1]
+        images, labels = batch
+        logits = self(self.preprocess(images))
+        loss = F.cross_entropy(logits, labels)
         self.val_loss.update(loss, weight=len(labels))
         self.val_acc.update(logits, labels)
 
@@ -135,10 +152,18 @@ class ImageClassifier(L.LightningModule):
         loss.reset()
         accuracy.reset()
 
+    def probabilities(self, images: Tensor) -> Tensor:
+        """Class probabilities of uint8 images: the mean over the test-time views (`tta`),
+        else the plain view's softmax."""
+        inputs = self.preprocess(images)
+        views = self.tta(inputs) if self.tta is not None else [inputs]
+        return torch.stack([self(view).float().softmax(dim=-1) for view in views]).mean(0)
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        loss, logits = self._shared_step(batch, train=False)
-        labels = batch[1]
-        probabilities = logits.float().softmax(dim=-1)
+        images, labels = batch
+        probabilities = self.probabilities(images)
+        loss = F.nll_loss(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log(),
+                          labels)  # fmt: skip
         self.test_loss.update(loss, weight=len(labels))
         self.test_metrics.update(probabilities, labels)
         if self.trainer.world_size == 1:
@@ -211,9 +236,11 @@ def load_classifier(checkpoint_path: str | Path, map_location: str = "cpu") -> I
     if "weights" in arch:  # the checkpoint holds every weight: no download, no start file
         arch["weights"] = "none"
     net = instantiate(arch, num_classes=len(hparams["class_names"]))
+    tta = hparams["run_config"].get("tta")  # the run's test-time views (older runs: none)
     model = ImageClassifier(
         net,
         optimizer=None,
+        tta=instantiate(tta) if tta else None,
         input_spec=spec.as_dict(),
         class_names=hparams["class_names"],
         channels_last=hparams.get("channels_last", True),

@@ -2,12 +2,14 @@
 
     python -m cnn_study.predict ckpt=<run>/checkpoints/best-epoch09.ckpt images=<dir or file>
     python -m cnn_study.predict ckpt=... images=[a.jpg,b.png] output=preds.csv device=cuda
+    python -m cnn_study.predict ckpt=... images=... tta=flip   # test-time views (conf/tta)
 
 Each row: the image's path, the predicted class and its probability, and every class's
 probability. Images get the checkpoint's own preprocessing (its input spec), batched, with
 a progress bar; unreadable files are skipped and named. When `images` is one folder whose
 sub-folders are named after the checkpoint's classes, the true class is added to each row,
 the accuracy printed and a confusion figure `<csv name>_confusion.png` written beside the CSV.
+Probabilities average the run's test-time views (its `tta`), or those `tta=none|flip` names.
 An existing CSV (or figure) is an error unless `overwrite=true`.
 Default output: $CNN_STUDY_OUTPUT/predict/<time>/predictions.csv.
 """
@@ -32,7 +34,7 @@ from cnn_study.data.decode import image_files, square_batches
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import confusion_figure
 from cnn_study.module import load_classifier
-from cnn_study.tool import refuse_overwrite, run_tool
+from cnn_study.tool import config_option, refuse_overwrite, run_tool
 
 log = logging.getLogger("cnn_study.predict")
 
@@ -47,6 +49,7 @@ class PredictArgs:
     batch_size: int = 64
     device: str = "auto"  # auto (CUDA when available), cpu, cuda
     overwrite: bool = False  # replace an existing CSV (and its confusion figure)
+    tta: str | None = None  # test-time views: the run's own (default), or a conf/tta option
 
 
 def true_classes(images: Any, files: list[Path], class_names: list[str]) -> list[int] | None:
@@ -80,6 +83,8 @@ def predict(args: PredictArgs) -> list[str]:
         raise CnnStudyError(f"batch_size={args.batch_size}: must be an integer ≥ 1")
     device = resolve_device(args.device)
     model = load_classifier(args.ckpt, map_location=str(device)).to(device)
+    if args.tta is not None:
+        model.tta = config_option("tta", args.tta)
     size = model.input_spec.decode_side
     if size is None:
         raise CnnStudyError(
@@ -111,7 +116,7 @@ def predict(args: PredictArgs) -> list[str]:
         total = -(-len(files) // args.batch_size)
         for chunk, pixels in tqdm(batches, total=total, desc="predict", unit="batch"):
             images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
-            probabilities = model(model.preprocess(images)).float().softmax(dim=-1).cpu()
+            probabilities = model.probabilities(images).cpu()
             best, predicted = probabilities.max(dim=-1)
             if truth is not None:
                 labels = torch.tensor([label_of[path] for path in chunk])

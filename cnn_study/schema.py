@@ -70,6 +70,9 @@ class RunSchema:
     optimizer: Any = MISSING
     scheduler: Any = None
     augmentation: Any = None
+    loss: Any = MISSING
+    mixing: Any = None
+    tta: Any = None
     finetune: Any = MISSING
     module: Any = MISSING
     trainer: Any = MISSING
@@ -238,14 +241,17 @@ RANGES: dict[str, dict[str, Range]] = {
     "arch": {"input_size": AT_LEAST_1, "fc_hidden": AT_LEAST_1},
     "regularization": {"dropout": FRACTION, "weight_decay": NON_NEGATIVE},
     "optimizer": {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": FRACTION},
-    "scheduler": {"step_size": AT_LEAST_1, "gamma": POSITIVE, "T_max": AT_LEAST_1},
+    "scheduler": {"step_size": AT_LEAST_1, "gamma": POSITIVE, "T_max": AT_LEAST_1,
+                  "warmup_epochs": COUNT},
+    "loss": {"label_smoothing": FRACTION},
+    "mixing": {"mixup_alpha": NON_NEGATIVE, "cutmix_alpha": NON_NEGATIVE},
     "augmentation": {"p": PROBABILITY, "padding": COUNT, "brightness": NON_NEGATIVE,
                      "contrast": NON_NEGATIVE, "saturation": NON_NEGATIVE,
                      "degrees": NON_NEGATIVE},
     "finetune": {"frozen_stages": COUNT},
     "module": {"backbone_lr_scale": NON_NEGATIVE},
     "trainer": {"max_epochs": AT_LEAST_1},
-    "callbacks": {"num_images": AT_LEAST_1, "grid_size": AT_LEAST_1},
+    "callbacks": {"num_images": AT_LEAST_1, "grid_size": AT_LEAST_1, "decay": FRACTION},
 }  # fmt: skip
 
 
@@ -276,6 +282,13 @@ def check_ranges(cfg: DictConfig) -> None:
         raise CnnStudyError(
             f"data.val_fraction + data.test_fraction = {held_out:g}: must be below 1 "
             "(the rest trains)"
+        )
+    warmup = (cfg.get("scheduler") or {}).get("warmup_epochs") or 0
+    epochs = (cfg.get("trainer") or {}).get("max_epochs")
+    if isinstance(epochs, int) and warmup >= epochs:
+        raise CnnStudyError(
+            f"scheduler.warmup_epochs={warmup}: must be below trainer.max_epochs={epochs} "
+            "(the schedule runs after the warmup)"
         )
     arch = cfg.get("arch") or {}
     if str(arch.get("_target_", "")).endswith("build_cnn") and arch.get("input_size"):

@@ -58,3 +58,21 @@ def relative_outputs(files: Sequence[Path], folder: Path, suffix: str) -> list[P
     resolved = [path.resolve() for path in files]
     common = Path(os.path.commonpath([p.parent for p in resolved])) if resolved else folder
     return [folder / p.relative_to(common).with_name(p.stem + suffix) for p in resolved]
+
+
+def config_option(group: str, name: str) -> Any:
+    """An option of a config group (`conf/<group>/<name>.yaml`) instantiated: what a tool's
+    `tta=flip` means is what a run's means. A name without a file lists the options."""
+    from importlib import resources
+
+    from hydra.utils import instantiate
+
+    folder = resources.files("cnn_study.conf") / group
+    options = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
+                     if p.name.endswith(".yaml"))  # fmt: skip
+    if name not in options:
+        raise CnnStudyError(f"{group}={name!r}; choose one of {options}")
+    node = OmegaConf.create((folder / f"{name}.yaml").read_text())
+    if group in node:  # a `_global_` option (`tta: null`) sets its group's key
+        node = node[group]
+    return instantiate(node) if node else None

@@ -264,11 +264,15 @@ def build(
     # Trained weights brought their own normalisation; fresh ones take the training split's.
     input_spec = datamodule.fit_input(declared_input(network))
     # A partial, so that Hydra does not merge (and instantiate) the run_config dict.
+    mixing = instantiate(cfg.mixing)
     module = instantiate(cfg.module, _partial_=True)(
         net=network,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
         augmentation=instantiate(cfg.augmentation),
+        loss=instantiate(cfg.loss),
+        mixing=mixing(num_classes=datamodule.num_classes) if mixing is not None else None,
+        tta=instantiate(cfg.tta),
         input_spec=input_spec.as_dict(),
         class_names=datamodule.class_names,
         run_config=config if config is not None else resolved_config(cfg),

@@ -31,7 +31,7 @@ def test_ddp_on_cpu_trains_and_evaluates_without_duplicates(tmp_path: Path) -> N
     # The test-end figures: drawn once, by rank 0, from the gathered metrics.
     figures = sorted(p.name for p in (run_dir / "figures").iterdir())
     assert figures == ["curves.png", "test_confusion.png", "test_gradcam.png",
-                       "test_predictions.png", "test_roc.png"]  # fmt: skip
+                       "test_predictions.png", "test_reliability.png", "test_roc.png"]  # fmt: skip
     assert output.count("Grad-CAM figure:") == 1, output[-3000:]
 
     # The same weights evaluated in one process, on the same 37 images.

@@ -3,6 +3,7 @@ runs and prediction files made by hand with known answers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +343,42 @@ def test_a_negative_margin_claims_not_by_much(last_conv: tuple, verdict: str) ->
     (result,) = evidence.judge_all(study, evidence.collect(study, members))
     assert result.verdict == verdict
     assert "(claimed > -2)" in result.evidence()
+
+
+def test_a_claim_on_the_calibration_error_reads_lower_as_better() -> None:
+    """`metric: test/ece` (lower is better, the registry's direction): label smoothing's ECE
+    below the baseline's on every seed supports "label smoothing lowers ECE"; higher on
+    every seed contradicts it. The report names the direction."""
+    parts = [PartSpec("smooth", ["loss.label_smoothing=0.1"]), PartSpec("base", [])]
+    claim = ClaimSpec("smoothing lowers ECE", ["smooth", "base"], metric="test/ece")
+    study = Study("c", parts=parts, claims=[claim], source="c.yaml")
+    assert claim.lower_is_better and claim.direction_text == "lower is better"
+
+    def ece(seed: int, value: float) -> Run:
+        return Run(Path(f"/r/{seed}-{value}"), {"status": "completed", "seed": seed,
+                                               "test/ece": value})  # fmt: skip
+
+    for smooth, verdict in (((0.020, 0.022, 0.019), "supported"),
+                            ((0.090, 0.094, 0.089), "contradicted")):  # fmt: skip
+        members = {"base": [ece(s, v) for s, v in enumerate((0.060, 0.063, 0.058))],
+                   "smooth": [ece(s, v) for s, v in enumerate(smooth)]}  # fmt: skip
+        (result,) = evidence.judge_all(study, evidence.collect(study, members))
+        assert result.verdict == verdict
+        assert "base − smooth (test/ece, lower is better)" in result.evidence()
+    higher = ClaimSpec("x", ["smooth", "base"], metric="test/ece", direction="higher")
+    assert not higher.lower_is_better
+
+
+def test_an_unknown_claim_metric_is_one_line(tmp_path: Path, capsys) -> None:
+    from cnn_study.study.__main__ import main
+
+    study = {"title": "t", "parts": [{"name": "a", "overrides": []},
+                                     {"name": "b", "overrides": ["scheduler=step"]}],
+             "claims": [{"text": "x", "order": ["a", "b"], "metric": "test/eec"}]}  # fmt: skip
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(study))
+    assert main([f"study={path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "claims[0].metric: 'test/eec' is not a metric runs record" in err
+    assert "test/ece" in err and str(path) in err

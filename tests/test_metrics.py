@@ -33,6 +33,12 @@ def reference_scores(labels: np.ndarray, scores: np.ndarray) -> dict[str, float 
         pos, neg = scores[labels == c, c], scores[labels != c, c]
         wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
         auroc.append(wins / (len(pos) * len(neg)))
+    # ECE: 15 equal-width confidence bins [k/15, (k+1)/15), Σ share × |accuracy − confidence|
+    confidence = scores.max(axis=1)
+    bins = np.minimum((confidence * 15).astype(int), 14)
+    right = predicted == labels
+    ece = sum(np.mean(bins == b) * abs(right[bins == b].mean() - confidence[bins == b].mean())
+              for b in np.unique(bins))  # fmt: skip
     return {
         "acc": tp.sum() / len(labels),
         "precision": (precision * support).sum(),
@@ -42,6 +48,7 @@ def reference_scores(labels: np.ndarray, scores: np.ndarray) -> dict[str, float 
         "recall_macro": recall.mean(),
         "f1_macro": f1.mean(),
         "auroc": np.mean(auroc),
+        "ece": ece,
         PER_CLASS_AUROC: np.array(auroc),
     }
 

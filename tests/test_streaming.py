@@ -91,7 +91,7 @@ def test_a_folder_above_the_memory_budget_is_streamed_and_trains(
     # The test-end figures on the streaming path (images read back from their files).
     figures = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
     assert figures == ["curves.png", "test_confusion.png", "test_gradcam.png",
-                       "test_predictions.png", "test_roc.png"]  # fmt: skip
+                       "test_predictions.png", "test_reliability.png", "test_roc.png"]  # fmt: skip
     assert (
         "data.placement=auto: streaming from the files: 36 images decoded at 24² take 60.8 KiB, "
         "above the memory budget of 9.8 KiB (data.memory_budget=10KB)"

@@ -287,11 +287,11 @@ def test_a_new_option_with_a_null_default_keeps_the_runs_in_their_parts(
 
 
 def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
-    assert {"a", "b"} <= set(bundled_studies())
-    for name in ("a", "b"):
+    assert {"a", "b", "c"} <= set(bundled_studies())
+    for name, scales in (("a", (None, "cpu")), ("b", (None, "cpu")), ("c", (None,))):
         # The protocol and the named CPU scale both compose, each part as a job of the
         # study's sweeper (B5's experiment names its own sweep: it once stopped Study B).
-        for scale in (None, "cpu"):
+        for scale in scales:
             study = read_study(study_path(name), {"scale": scale})
             configs = part_configs(study)
             assert set(configs) == {p.name for p in study.parts}
@@ -302,6 +302,12 @@ def test_the_bundled_studies_compose_and_name_their_claims_parts() -> None:
     assert any(line.startswith("B3 gap4 BN: arch.input_size=48") for line in b.deviations())
     a = read_study(study_path("a"))
     assert len(a.parts) == 19 and a.seeds == [0, 1, 2]
+    c = read_study(study_path("c"))
+    everything = json.loads(part_configs(c)["C6 all together"])
+    assert everything["loss"]["label_smoothing"] == 0.1 and everything["tta"] is not None
+    assert everything["mixing"]["cutmix_alpha"] > 0 and "ema" in everything["callbacks"]
+    assert everything["scheduler"]["warmup_epochs"] == 1
+    assert [claim.metric for claim in c.claims].count("test/ece") == 2
     assert a.parts_by_name["A1 baseline"].published["test/acc"] == pytest.approx(0.7379)
 
 

@@ -1,5 +1,6 @@
-"""The studies' evaluation figures at test end: ROC curves, confusion matrix, a prediction
-grid and the train/val curves (read back from TensorBoard's own event files)."""
+"""The studies' evaluation figures at test end: ROC curves, a reliability diagram,
+confusion matrix, a prediction grid and the train/val curves (read back from TensorBoard's
+own event files)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,47 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torchmetrics import MetricCollection
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAUROC, MulticlassConfusionMatrix, MulticlassROC
 
 from cnn_study.callbacks.figure_output import publish_figure, seeded_sample
-from cnn_study.figures import confusion_figure, curves_figure, prediction_grid, roc_figure
+from cnn_study.figures import (
+    confusion_figure,
+    curves_figure,
+    prediction_grid,
+    reliability_figure,
+    roc_figure,
+)
 from cnn_study.inputs import displayable
+from cnn_study.metrics import CALIBRATION_BINS
 from cnn_study.module import ImageClassifier
 
 log = logging.getLogger(__name__)
+
+
+class ReliabilityBins(Metric):
+    """Per equal-width confidence bin: images, summed confidence, correct predictions —
+    what a reliability diagram draws (summed across DDP ranks like any torchmetrics state).
+    The bins are those of the registry's ECE (`test/ece`)."""
+
+    def __init__(self, bins: int = CALIBRATION_BINS) -> None:
+        super().__init__()
+        self.bins = bins
+        for name in ("counts", "confidence", "correct"):
+            self.add_state(name, default=torch.zeros(bins, dtype=torch.float64),
+                           dist_reduce_fx="sum")  # fmt: skip
+
+    def update(self, probabilities: Tensor, labels: Tensor) -> None:
+        confidence, predicted = probabilities.max(dim=-1)
+        index = (confidence * self.bins).long().clamp(0, self.bins - 1)
+        ones = torch.ones_like(confidence, dtype=torch.float64)
+        self.counts.index_add_(0, index, ones)
+        self.confidence.index_add_(0, index, confidence.double())
+        self.correct.index_add_(0, index, (predicted == labels).double())
+
+    def compute(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.counts, self.confidence, self.correct
 
 
 class EvaluationFigures(Callback):
@@ -38,6 +71,7 @@ class EvaluationFigures(Callback):
                 "roc": MulticlassROC(num_classes=classes),
                 "auroc": MulticlassAUROC(num_classes=classes, average=None),
                 "confusion": MulticlassConfusionMatrix(num_classes=classes),
+                "reliability": ReliabilityBins(),
             }
         ).to(pl_module.device)
 
@@ -56,6 +90,11 @@ class EvaluationFigures(Callback):
         curves = [f.cpu().numpy() for f in fpr], [t.cpu().numpy() for t in tpr]
         auroc = values["auroc"].cpu().numpy()
         publish_figure(trainer, roc_figure(*curves, auroc, names), "test/roc")
+        counts, confidence, correct = (v.cpu().numpy() for v in values["reliability"])
+        ece = trainer.callback_metrics.get("test/ece")
+        reliability = reliability_figure(counts, confidence, correct,
+                                         float(ece) if ece is not None else None)  # fmt: skip
+        publish_figure(trainer, reliability, "test/reliability")
         publish_figure(
             trainer, confusion_figure(values["confusion"].cpu().numpy(), names), "test/confusion"
         )

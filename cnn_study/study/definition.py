@@ -12,7 +12,8 @@ Keys (see README, "Your own study"):
   that may be missing, e.g. ImageNet weights), `family` (parts pictured together; default
   the name's first word), `seeds` (instead of the study's), `checkpoint_from` (train from
   another part's best checkpoint of the same seed: {part: ..., key: finetune.from_checkpoint});
-- `claims`: `text`, `order` (each part beats the next one on `metric`, default test/acc);
+- `claims`: `text`, `order` (each part beats the next one on `metric`, default test/acc,
+  any metric a run records; `direction`: higher or lower is better, default the metric's);
 - `alpha`: the chance of any false verdict in the whole study, at most (default 0.05;
   `study.alpha=` on the command line overrides it);
 - `scales`: named variants, e.g. `cpu: {description, overrides, parts: {<part>: [...]}}`,
@@ -33,6 +34,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cnn_study.errors import CnnStudyError
+from cnn_study.metrics import recorded_metrics
 
 STUDY_FILE = "study.yaml"  # the effective study, saved in its folder; the report reads it
 DEFAULT_METRIC = "test/acc"
@@ -81,9 +83,21 @@ class ClaimSpec:
     metric: str = DEFAULT_METRIC
     metrics: list[str] | None = None
     margin: float = 0.0
+    direction: str | None = None  # "higher" or "lower" is better; None: the metric's own
 
     def metric_of(self, position: int) -> str:
         return self.metrics[position] if self.metrics else self.metric
+
+    @property
+    def lower_is_better(self) -> bool:
+        """Whether "beats" means a lower value (the claim's direction, else its metric's)."""
+        if self.direction is not None:
+            return self.direction == "lower"
+        return not recorded_metrics().get(self.metric_of(0), True)
+
+    @property
+    def direction_text(self) -> str:
+        return "lower is better" if self.lower_is_better else "higher is better"
 
     def entries(self) -> list[tuple[str, str]]:
         """(part, metric) of each position of `order`."""
@@ -307,6 +321,14 @@ def _problems(study: Study) -> Iterator[str]:
         elif len(set(claim.entries())) != len(claim.order):
             yield (f"claims[{index}].order: a part twice on one metric; to compare a part "
                    "with itself give metrics: one a position")  # fmt: skip
+        recorded = recorded_metrics()
+        for metric in claim.metrics or [claim.metric]:
+            if metric not in recorded:
+                yield (f"claims[{index}].metric: {metric!r} is not a metric runs record; "
+                       f"choose one of {', '.join(recorded)}")  # fmt: skip
+        if claim.direction not in (None, "higher", "lower"):
+            yield (f"claims[{index}].direction: {claim.direction!r}; choose higher or lower "
+                   "(is better), or leave it out for the metric's own")  # fmt: skip
     if not study.seeds:
         yield "seeds: empty"
     if len(set(study.seeds)) != len(study.seeds):

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
+from cnn_study.metrics import is_proportion
 from cnn_study.rundir import REJECTED, Run
 from cnn_study.study.definition import ClaimSpec, PartSpec, Study
 
@@ -103,15 +104,13 @@ def t_half_width(std: float, n: int, confidence: float) -> float:
 
 
 Bounds = tuple[float, float]
-PROPORTION: Bounds = (0.0, 1.0)  # accuracy, precision, recall, F1, AUROC
+PROPORTION: Bounds = (0.0, 1.0)  # accuracy, precision, recall, F1, AUROC, ECE
 PROPORTION_DIFFERENCE: Bounds = (-1.0, 1.0)
-PROPORTION_NAMES = ("acc", "precision", "recall", "f1", "auroc")
 
 
 def metric_bounds(metric: str, difference: bool = False) -> Bounds | None:
     """The range a metric (or a difference of two of it) can take; None when unbounded."""
-    name = metric.rsplit("/", 1)[-1].removesuffix("_macro")
-    if name not in PROPORTION_NAMES:
+    if not is_proportion(metric):
         return None
     return PROPORTION_DIFFERENCE if difference else PROPORTION
 
@@ -231,6 +230,7 @@ class Difference:
     values: tuple[float, ...]
     baseline_metric: str | None = None
     margin: float = 0.0
+    lower_is_better: bool = False  # values are baseline − part then: positive is better
 
     @cached_property
     def estimate(self) -> Estimate | None:
@@ -264,8 +264,12 @@ class Difference:
     @property
     def name(self) -> str:
         if self.baseline_metric and self.baseline_metric != self.metric:
-            return f"{self.part} {self.metric} − {self.baseline} {self.baseline_metric}"
-        return f"{self.part} − {self.baseline}"
+            first, second = f"{self.part} {self.metric}", f"{self.baseline} {self.baseline_metric}"
+        else:
+            first, second = self.part, self.baseline
+        if self.lower_is_better:
+            return f"{second} − {first} ({self.metric}, lower is better)"
+        return f"{first} − {second}"
 
     def text(self) -> str:
         if not self.values:
@@ -295,13 +299,16 @@ def paired_difference(
     metric: str,
     baseline_metric: str | None = None,
     margin: float = 0.0,
+    lower_is_better: bool = False,
 ) -> Difference:
-    """part − baseline over the seeds both completed."""
+    """part − baseline (baseline − part when lower is better: positive always favours the
+    part) over the seeds both completed."""
     other = baseline_metric or metric
     a, b = parts[part].by_seed(metric), parts[baseline].by_seed(other)
     seeds = tuple(sorted(set(a) & set(b)))
-    values = tuple(a[s] - b[s] for s in seeds)
-    return Difference(part, baseline, metric, seeds, values, other, margin)
+    sign = -1.0 if lower_is_better else 1.0
+    values = tuple(sign * (a[s] - b[s]) for s in seeds)
+    return Difference(part, baseline, metric, seeds, values, other, margin, lower_is_better)
 
 
 @dataclass(frozen=True)
@@ -352,6 +359,7 @@ class ClaimResult:
         return {
             "claim": self.claim.text,
             "metric": self.claim.metric,
+            "direction": self.claim.direction_text,
             "study": self.published,
             "verdict": self.verdict,
             "evidence": self.evidence(),
@@ -382,8 +390,9 @@ def claim_pairs(
 ) -> tuple[tuple[Difference, ...], tuple[Difference, ...]]:
     """(adjacent pairs, every ordered pair i < j with margin (j − i) × margin)."""
     entries = list(enumerate(claim.entries()))
+    lower = claim.lower_is_better
     ordered = tuple(
-        paired_difference(parts, a, b, a_metric, b_metric, (j - i) * claim.margin)
+        paired_difference(parts, a, b, a_metric, b_metric, (j - i) * claim.margin, lower)
         for (i, (a, a_metric)), (j, (b, b_metric)) in combinations(entries, 2)
     )
     adjacent = tuple(

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import part_figure, val_curves_figure
+from cnn_study.metrics import recorded_metrics, report_columns
 from cnn_study.provenance import describe, environment
 from cnn_study.rundir import REJECTED, RESULTS_FILE, Run, find_runs
 from cnn_study.study import evidence
@@ -47,7 +48,7 @@ from cnn_study.study.looks import control_of, read_looks
 from cnn_study.study.membership import assign, recorded_configs
 from cnn_study.study.predictions import compare, load_correct
 
-METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/auroc")
+METRICS = tuple(report_columns())
 
 
 @dataclass
@@ -300,12 +301,13 @@ def _pct(value: float | None) -> str:
 def parts_table(found: StudyEvidence) -> tuple[list[str], list[list[str]]]:
     """One line per part: status, distinct seeds, test accuracy and the study's figure."""
     header = ["part", "status", "seeds", "test acc % [95 % CI]", "study acc %", "Δ acc (pts)",
-              "f1", "study f1", "epochs", "train s"]  # fmt: skip
+              "f1", "study f1", "ece", "epochs", "train s"]  # fmt: skip
     lines = []
     for part in found.study.parts:
         entry = found.parts[part.name]
         accuracy = entry.estimate("test/acc")
         f1 = entry.estimate("test/f1")
+        ece = entry.estimate("test/ece")
         study_acc = part.published.get("test/acc")
         delta = (accuracy.mean - study_acc) * 100 if accuracy and study_acc is not None else None
         epochs = [r.results.get("epochs") for r in entry.completed if r.results.get("epochs")]
@@ -318,6 +320,7 @@ def parts_table(found: StudyEvidence) -> tuple[list[str], list[list[str]]]:
             f"{delta:+.2f}" if delta is not None else "—",
             f"{f1.mean:.4f}" if f1 else "—",
             f"{part.published['test/f1']:.4f}" if "test/f1" in part.published else "—",
+            f"{ece.mean:.4f}" if ece else "—",
             f"{statistics.fmean(epochs):.0f}" if epochs else "—",
             f"{statistics.fmean(seconds):.1f}" if seconds else "—",
         ])  # fmt: skip
@@ -368,21 +371,26 @@ def looks_text(found: StudyEvidence) -> str:
 def claims_table(found: StudyEvidence) -> tuple[str, list[evidence.ClaimResult]]:
     claims = found.claims
     limit = found.study.run.max_seeds
-    lines = ["| claim | study | verdict | evidence (paired by seed, points) | per test image "
-             "(descriptive, not part of the verdict) |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| claim | metric | study | verdict | evidence (paired by seed, points) | per test "
+        "image (descriptive, not part of the verdict) |",
+        "|---|---|---|---|---|---|",
+    ]
     for result in claims:
         verdict = result.verdict
         if verdict == "not resolved" and found.study.run.until_resolved:
             seeds = min((len(d.seeds) for d in result.adjacent), default=0)
             verdict += f" after {seeds} seeds" + (" (the budget)" if seeds >= limit else "")
         views = [image_view(found, d.part, d.baseline) for d in result.adjacent
-                 if not d.within_part]  # fmt: skip
+                 if not d.within_part and d.metric == "test/acc"]  # fmt: skip
         shown = [view for view in views if view]
         per_image = "; ".join(shown) or ("— (no saved test predictions)" if views else "—")
         evidence_text = result.evidence().replace("|", "/")
+        claim = result.claim
+        metric = " vs ".join(dict.fromkeys(claim.metrics or [claim.metric]))
         lines.append(
-            f"| {result.claim.text} | {result.published or '—'} | **{verdict}** | "
-            f"{evidence_text} | {per_image} |"
+            f"| {claim.text} | {metric}, {claim.direction_text} | {result.published or '—'} | "
+            f"**{verdict}** | {evidence_text} | {per_image} |"
         )
     return "\n".join(lines), claims
 
@@ -453,9 +461,9 @@ def best_part(found: StudyEvidence) -> dict[str, Any] | None:
     return best_of(entries, objectives)
 
 
-RUN_COLUMNS = ("part", "seed", "status", "look", *METRICS, "train/acc", "val/acc",
-               "best_val/acc", "epochs", "train_time_s", "objective", "machine", "run",
-               "error")  # fmt: skip
+RECORDED = tuple(recorded_metrics())  # every metric a claim may name
+RUN_COLUMNS = ("part", "seed", "status", "look", *RECORDED, "epochs", "train_time_s",
+               "objective", "machine", "run", "error")  # fmt: skip
 
 
 def first_looks(found: StudyEvidence) -> dict[tuple[str, int], int]:
@@ -500,7 +508,7 @@ def write_runs_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-NUMERIC = {*METRICS, "train/acc", "val/acc", "best_val/acc", "train_time_s"}
+NUMERIC = {*RECORDED, "train_time_s"}
 
 
 def read_runs_csv(path: Path) -> list[tuple[str, Run]]:
