@@ -382,3 +382,14 @@ def test_an_unknown_claim_metric_is_one_line(tmp_path: Path, capsys) -> None:
     assert len(err.splitlines()) == 1
     assert "claims[0].metric: 'test/eec' is not a metric runs record" in err
     assert "test/ece" in err and str(path) in err
+
+
+def test_a_round_with_jobs_that_did_not_finish_is_no_look() -> None:
+    """A job that failed (a crash, a fixable error) leaves its round open: no look is
+    recorded, so the same command runs it again and looks then (a look taken over failed
+    jobs would spend a level on claims it could not judge)."""
+    study = hand_study(until_resolved=True)
+    saved: list = []
+    looks = run_rounds(study, [], lambda seeds: None, lambda: hand_parts(study), saved.append,
+                       lambda seeds: ["a4_batchnorm/seed1"])  # fmt: skip
+    assert looks == [] and saved == []

@@ -12,6 +12,7 @@ the calibration simulation (drawn accuracies, `cnn_study.study.calibration`) run
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from cnn_study.study import evidence
 from cnn_study.study.definition import STUDY_FILE, Study, read_study
 
 LOOKS_FILE = "looks.json"
+log = logging.getLogger("cnn_study.study")
 
 Seeds = dict[str, list[int]]
 
@@ -57,14 +59,24 @@ def run_rounds(
     run_round: Callable[[Seeds], None],
     observe: Callable[[], dict[str, evidence.PartRuns]],
     save: Callable[[list[dict[str, Any]]], None],
+    unfinished: Callable[[Seeds], list[str]] = lambda seeds: [],
 ) -> list[dict[str, Any]]:
     """Run the rounds not run yet, a look after each: the declared seeds, then (until
     resolved) the seeds the last look named. `looks`: those recorded so far (a study that
-    was stopped continues the round it had decided)."""
+    was stopped continues the round it had decided). A round whose jobs did not all end
+    (`unfinished`: failed, interrupted — a fixable error, a stop) is no look yet: the same
+    command runs them again and looks then."""
     control = control_of(study)
     seeds = planned_seeds(study, looks)
     run_round(seeds)
     while len(looks) < control.looks:
+        waiting = unfinished(seeds)
+        if waiting:
+            log.warning(
+                "study: no look yet, %d jobs of the round did not finish (%s); run the same "
+                "command again to run them and look", len(waiting), ", ".join(waiting[:4]),
+            )  # fmt: skip
+            break
         parts = observe()
         results = evidence.judge_all(study, parts, control)
         last = len(looks) + 1 == control.looks

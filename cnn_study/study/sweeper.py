@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnn_study.rundir import COMPLETED, find_runs, read_results, write_json_atomic
+from cnn_study.rundir import (
+    COMPLETED,
+    DIVERGED,
+    REJECTED,
+    find_runs,
+    read_results,
+    write_json_atomic,
+)
 from cnn_study.study import evidence
 from cnn_study.study.definition import PartSpec, Study
 from cnn_study.study.looks import LOOKS_FILE, read_looks, run_rounds
@@ -62,6 +69,30 @@ class StudyRun:
     def completed(self, part: PartSpec, seed: int) -> bool:
         return read_results(self.job_dir(part, seed)).get("status") == COMPLETED
 
+    def unfinished(self, seeds: dict[str, list[int]]) -> list[str]:
+        """The round's jobs that did not end for good: failed (a crash or a fixable error),
+        interrupted, never started. Completed, rejected (refused before training: a part
+        that needs absent weights) and diverged jobs have ended."""
+        ended = (COMPLETED, REJECTED, DIVERGED)
+        return [
+            f"{part.slug}/seed{seed}"
+            for part in self.study.parts
+            for seed in seeds.get(part.name, [])
+            if read_results(self.job_dir(part, seed)).get("status") not in ended
+            and self.source_checkpoint(part, seed) is not None  # else it waits on its source
+        ]
+
+    def source_checkpoint(self, part: PartSpec, seed: int) -> str | None:
+        """The checkpoint a transfer part's job starts from ('' for a part that starts
+        from none); None while its source job has not completed."""
+        source = part.checkpoint_from
+        if source is None:
+            return ""
+        origin = self.study.parts_by_name[source.part]
+        results = read_results(self.job_dir(origin, seed))
+        checkpoint = results.get("checkpoint_best") or results.get("checkpoint_last")
+        return checkpoint if results.get("status") == COMPLETED and checkpoint else None
+
     def job(self, part: PartSpec, seed: int) -> list[str] | None:
         """The job's overrides; None when the checkpoint it starts from is missing."""
         overrides = [
@@ -70,16 +101,13 @@ class StudyRun:
             "resume=auto",
             f"hydra.sweep.subdir={part.slug}/seed{seed}",
         ]
-        source = part.checkpoint_from
+        checkpoint, source = self.source_checkpoint(part, seed), part.checkpoint_from
         if source is None:
             return overrides
-        origin = self.study.parts_by_name[source.part]
-        results = read_results(self.job_dir(origin, seed))
-        checkpoint = results.get("checkpoint_best") or results.get("checkpoint_last")
-        if results.get("status") != COMPLETED or not checkpoint:
+        if checkpoint is None:
             log.warning(
                 "%s seed %d not run: it starts from %s seed %d, which has not completed",
-                part.name, seed, origin.name, seed,
+                part.name, seed, source.part, seed,
             )  # fmt: skip
             return None
         return [*overrides, f"{source.key}={quoted(checkpoint)}"]
@@ -125,7 +153,8 @@ class StudyRun:
             log.info("study: look %d of %d: %s", look["look"], study.planned_looks,
                      look["verdicts"])  # fmt: skip
 
-        run_rounds(study, read_looks(self.folder), self.run_seeds, self.parts, save)
+        run_rounds(study, read_looks(self.folder), self.run_seeds, self.parts, save,
+                   self.unfinished)  # fmt: skip
         written = write_report([self.folder], self.folder, study.run.command)
         log.info("study: report %s", written[0])
         return written
