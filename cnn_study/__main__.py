@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from cnn_study.config import CONFIG_NAME, CONFIG_PATH
 from cnn_study.errors import CnnStudyError, interruption, user_error
 from cnn_study.paths import output_root
+from cnn_study.processes import needs_own_process_group, run_job_in_child
 from cnn_study.runlock import LOCK_FILE
 from cnn_study.schema import check_ranges
 from cnn_study.sweep import unfinished_jobs
@@ -43,10 +44,13 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun:  # a sweep records a rejected job in its results.json (train.run)
         reject_early(cfg)
-    from cnn_study.train import objective_value, resume_checkpoint, run  # torch: seconds
+    from cnn_study.train import objective_value, resume_checkpoint, run, task_overrides
 
     try:
-        results = run(cfg)
+        if multirun and needs_own_process_group(cfg):  # its ranks re-run a single run
+            results = run_job_in_child(cfg, task_overrides())
+        else:
+            results = run(cfg)
     except BaseException as error:
         stopped = interruption(error)
         if stopped is not None:  # also ends a sweep: the user (or the cluster) stopped it

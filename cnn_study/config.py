@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import OmegaConf
 
 from cnn_study import paths
@@ -35,6 +37,26 @@ def epochs_after(total: int, warmup: int) -> int:
     return max(1, int(total) - int(warmup))
 
 
+def slurm_tasks(strategy: str, devices: Any) -> int:
+    """SLURM tasks per node of a job: one per device for DDP (SLURM starts the ranks),
+    else one."""
+    from cnn_study.processes import SCRIPT_LAUNCHED, device_count
+
+    return device_count(devices, "cpu") if strategy in SCRIPT_LAUNCHED else 1
+
+
+def slurm_gpus(accelerator: str, devices: Any) -> int:
+    """GPUs per node of a job: its devices, none on a CPU accelerator."""
+    from cnn_study.processes import device_count
+
+    return 0 if accelerator == "cpu" else device_count(devices, "cpu")
+
+
+def slurm_cpus(num_workers: Any) -> int:
+    """CPUs of one task: the training process and its DataLoader workers (8 for auto)."""
+    return 8 if num_workers == "auto" else int(num_workers) + 1
+
+
 def register_resolvers() -> None:
     """Register the `cnn_study.*` resolvers once (importing cnn_study does this)."""
     resolvers = {
@@ -42,6 +64,9 @@ def register_resolvers() -> None:
         "cnn_study.cache_root": lambda: str(paths.cache_root()),
         "cnn_study.precision": auto_precision,
         "cnn_study.epochs_after": epochs_after,
+        "cnn_study.slurm_tasks": slurm_tasks,
+        "cnn_study.slurm_gpus": slurm_gpus,
+        "cnn_study.slurm_cpus": slurm_cpus,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -2,6 +2,7 @@
 
     python -m cnn_study.explain ckpt=<run>/checkpoints/best-epoch09.ckpt images=<dir or file>
     python -m cnn_study.explain ckpt=... images=[a.jpg,b.png] layer=features.2.0 output_dir=out
+    python -m cnn_study.explain ckpt=... images=... device=cuda
 
 Writes one `<image>_gradcam.png` (image | heat map | overlay, predicted class in the title)
 per image into `output_dir` (default: $CNN_STUDY_OUTPUT/explain/<time>), at the image's
@@ -29,6 +30,7 @@ from cnn_study.errors import CnnStudyError
 from cnn_study.figures import gradcam_figure
 from cnn_study.inputs import displayable
 from cnn_study.module import load_classifier
+from cnn_study.predict import resolve_device
 from cnn_study.tool import refuse_overwrite, relative_outputs, run_tool
 
 log = logging.getLogger("cnn_study.explain")
@@ -43,12 +45,14 @@ class ExplainArgs:
     layer: str | None = None  # default: the last conv layer
     output_dir: str | None = None
     batch_size: int = 16
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda
     overwrite: bool = False  # replace existing overlays in output_dir
 
 
 def explain(args: ExplainArgs) -> list[Path]:
     """Write one Grad-CAM figure per image; return their paths."""
-    model = load_classifier(args.ckpt)
+    device = resolve_device(args.device)
+    model = load_classifier(args.ckpt, map_location=str(device)).to(device)
     size = model.input_spec.decode_side
     if size is None:
         raise CnnStudyError(
@@ -65,6 +69,7 @@ def explain(args: ExplainArgs) -> list[Path]:
     for chunk, pixels in square_batches(files, size, args.batch_size, skipped, crop):
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         maps, predictions = grad_cam(model, images, layer=args.layer)
+        maps, predictions = maps.cpu(), predictions.cpu()
         shown = displayable(images, model.input_spec)  # as the network sees them
         for path, image, heat, label in zip(chunk, shown, maps.numpy(), predictions.tolist()):
             figure = gradcam_figure(image[None], heat[None], None, [model.class_names[label]])

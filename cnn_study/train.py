@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,8 +257,10 @@ def build(
 
     datamodule = instantiate(cfg.data)
     datamodule.trainer = trainer  # the data's choices (memory budget) see the devices
-    datamodule.prepare_data()
+    prepare_once(datamodule, trainer)
     datamodule.setup("fit")  # the class count and the normalisation come from the data
+    if trainer.world_size > 1:  # every rank's evaluation shards exist, before any epoch
+        datamodule.val_dataloader(), datamodule.test_dataloader()
 
     network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
     network = instantiate(cfg.finetune)(network)
@@ -278,6 +281,30 @@ def build(
         run_config=config if config is not None else resolved_config(cfg),
     )
     return Components(datamodule, module, trainer)
+
+
+PREPARED_WAIT_S = 3600.0
+
+
+def prepare_once(datamodule: L.LightningDataModule, trainer: L.Trainer) -> None:
+    """`prepare_data` (a download) on each node's first process only, as Lightning's hook
+    rule says; the node's other ranks wait for it (srun and torchrun start every rank at
+    once; Lightning's own launcher starts them after this has run)."""
+    marker = Path(trainer.default_root_dir) / f".data_prepared.node{trainer.node_rank}"
+    if trainer.local_rank == 0:
+        datamodule.prepare_data()
+        if trainer.world_size > 1:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        return
+    deadline = time.monotonic() + PREPARED_WAIT_S
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise CnnStudyError(
+                f"rank {trainer.global_rank}: the node's first process did not prepare the "
+                f"data within {PREPARED_WAIT_S:.0f} s ({marker} never appeared)"
+            )
+        time.sleep(0.5)
 
 
 def torch_flags(cfg: DictConfig) -> dict[str, Any]:
@@ -304,7 +331,8 @@ def _fit_and_test(cfg: DictConfig, config: dict[str, Any], resume: bool | str) -
     resumed_step = None
     if resume_from:
         log.info("resuming from %s", resume_from)
-        resumed_step = torch.load(resume_from, map_location="cpu", weights_only=False)[
+        # Memory-mapped: every rank reads the step without loading the weights.
+        resumed_step = torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)[
             "global_step"
         ]
     drop_midepoch_checkpoints(Path(cfg.paths.output_dir))

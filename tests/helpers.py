@@ -92,3 +92,19 @@ class NonfiniteLossOnRank(L.Callback):
         if trainer.global_rank == self.rank:
             guard = next(c for c in trainer.callbacks if isinstance(c, DivergenceGuard))
             guard.nonfinite = torch.tensor(True)
+
+
+class RecordRngState(L.Callback):
+    """Write a fingerprint of this rank's torch RNG state at the start of every training
+    epoch to `<run dir>/rng/rank<r>_epoch<e>.txt`: what augmentation, dropout and mixing
+    will draw from."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import hashlib
+        from pathlib import Path
+
+        folder = Path(trainer.default_root_dir) / "rng"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
+        name = f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.txt"
+        (folder / name).write_text(digest)

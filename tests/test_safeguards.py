@@ -33,6 +33,7 @@ class FakeTrainer:
         self.state = type("State", (), {"fn": fn})()
         self.current_epoch = epoch
         self.sanity_checking = False
+        self.world_size, self.global_rank = 1, 0
         self.strategy = type("Strategy", (), {"reduce_boolean_decision": staticmethod(
             lambda decision, all=True: decision)})()  # fmt: skip
 

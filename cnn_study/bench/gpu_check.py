@@ -8,8 +8,13 @@ Steps, each a command of the package run as a user would run it, under `--out`:
   bench     the training benchmark on CUDA with the compiled layout (`cnn_study.bench`)
   stream    the image-folder benchmark on CUDA (`cnn_study.bench.stream`), small sizes
   ddp       DDP on every GPU of the machine (`trainer=ddp trainer.devices=-1`), 1 epoch
+  study     with 2 GPUs or more: a 2-part × 2-seed study whose every job is DDP on every
+            GPU (the job hands its ranks to a single run), 1 epoch each, and its report
   predict   `cnn_study.predict device=cuda` with the a1 checkpoint on generated images
-  explain   `cnn_study.explain` (Grad-CAM) with the a1 checkpoint on the same images
+  explain   `cnn_study.explain device=cuda` (Grad-CAM) with the a1 checkpoint on the same
+            images
+Each step has a time limit (`--step-timeout`, default 900 s): a hung collective ends as a
+timed-out step instead of eating the GPU's time; every step prints a one-line verdict.
 Data: CIFAR-10 from $CNN_STUDY_DATA when it is set, else `data=fake` (larger than the
 tests'). Prints one table: step, exit code, seconds, the figures the step reports.
 Without a CUDA device it says so and exits 0: every one of these paths has a CPU test.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,8 +44,9 @@ def data_overrides() -> list[str]:
     return ["data=fake", "data.train_size=8192", "data.val_size=1024", "data.test_size=1024"]
 
 
-def steps(out: Path) -> list[tuple[str, list[str]]]:
-    """(name, argv) of every step, in order (later steps read the a1 run's checkpoint)."""
+def steps(out: Path, gpus: int = 1) -> list[tuple[str, list[str]]]:
+    """(name, argv) of every step, in order (later steps read the a1 run's checkpoint);
+    with `gpus` > 1 the DDP study too."""
     python = sys.executable
     a1 = out / "a1"
     checkpoint = a1 / "checkpoints" / "last.ckpt"
@@ -56,11 +63,44 @@ def steps(out: Path) -> list[tuple[str, list[str]]]:
         ("ddp", [python, "-m", "cnn_study", "experiment=a1_baseline", *data_overrides(),
                  "trainer=ddp", "trainer.devices=-1", "trainer.max_epochs=1",
                  f"hydra.run.dir={out / 'ddp'}"]),
+        *([("study", [python, "-m", "cnn_study.study", f"study={out / 'ddp_study.yaml'}",
+                      f"study.dir={out / 'study'}"])] if gpus > 1 else []),
         ("predict", [python, "-m", "cnn_study.predict", f"ckpt={checkpoint}",
                      f"images={images}", "device=cuda", f"output={out / 'predict.csv'}"]),
         ("explain", [python, "-m", "cnn_study.explain", f"ckpt={checkpoint}",
-                     f"images={images}", f"output_dir={out / 'explain'}"]),
+                     f"images={images}", "device=cuda", f"output_dir={out / 'explain'}"]),
     ]  # fmt: skip
+
+
+def write_ddp_study(path: Path) -> None:
+    """Two parts × two seeds, every job DDP on every GPU of the machine, one epoch."""
+    import yaml
+
+    study = {
+        "title": "gpu-check: a study of DDP jobs",
+        "protocol": ["experiment=a1_baseline", *data_overrides(), "trainer=ddp",
+                     "trainer.devices=-1", "trainer.max_epochs=1"],
+        "seeds": [0, 1],
+        "parts": [{"name": "constant", "overrides": ["scheduler=constant"]},
+                  {"name": "cosine", "overrides": ["scheduler=cosine"], "baseline": "constant"}],
+        "claims": [{"text": "cosine beats constant", "order": ["cosine", "constant"]}],
+    }  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+
+
+def run_step(command: list[str], timeout: float) -> tuple[int | None, str]:
+    """(exit code, output) of a step; None for one that ran out of time, killed with every
+    process it started (a DDP job's ranks)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)  # fmt: skip
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        return process.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return None, output + f"\n[gpu-check: stopped after {timeout:.0f} s]\n"
 
 
 def write_images(folder: Path, count: int = 20) -> None:
@@ -91,6 +131,10 @@ def figures(name: str, out: Path) -> str:
     if name == "stream":
         summary = json.loads((out / "stream" / "bench_stream.json").read_text())["summary"]
         return "; ".join(f"{r['path']} {r['images_per_s']:.0f} img/s" for r in summary)
+    if name == "study":
+        verdicts = json.loads((out / "study" / "looks.json").read_text())["looks"][-1]
+        jobs = [json.loads(p.read_text())["status"] for p in (out / "study").rglob("results.json")]
+        return f"{jobs.count('completed')}/{len(jobs)} jobs completed, look: {verdicts['verdicts']}"
     if name == "predict":
         return f"{sum(1 for _ in (out / 'predict.csv').open()) - 1} rows"
     return f"{len(list((out / 'explain').rglob('*.png')))} overlays"
@@ -106,14 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="default: <output root>/gpu_check/<time>"
     )
     parser.add_argument("--plan", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--gpus", type=int, default=None,
+                        help="GPUs to plan for with --plan (default: those visible)")  # fmt: skip
+    parser.add_argument("--step-timeout", type=float, default=900.0,
+                        help="seconds a step may take (default 900)")  # fmt: skip
     args = parser.parse_args(argv)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = (args.out or paths.output_root() / "gpu_check" / stamp).expanduser()
+    import torch
+
+    gpus = args.gpus if args.gpus is not None else torch.cuda.device_count()
     if args.plan:
-        for name, command in steps(out):
+        for name, command in steps(out, gpus):
             print(f"{name}: {' '.join(command)}")
         return 0
-    import torch
 
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device here; nothing to check (each of these paths has a "
@@ -122,21 +172,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     write_images(out / "images")
+    write_ddp_study(out / "ddp_study.yaml")
     print(f"gpu-check on {torch.cuda.get_device_name(0)} × {torch.cuda.device_count()}, "
           f"torch {torch.__version__}, outputs in {out}")  # fmt: skip
     rows: list[dict[str, Any]] = []
-    for name, command in steps(out):
+    for name, command in steps(out, gpus):
         started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
+        code, output = run_step(command, args.step_timeout)
         seconds = time.perf_counter() - started
-        (out / f"{name}.log").write_text(done.stdout + done.stderr)
+        (out / f"{name}.log").write_text(output)
         try:
-            shown = figures(name, out) if done.returncode == 0 else f"see {out / name}.log"
+            shown = figures(name, out) if code == 0 else f"see {out / name}.log"
         except (OSError, ValueError, StopIteration, KeyError) as error:
             shown = f"no figures ({type(error).__name__}: {error})"
-        rows.append({"step": name, "exit": done.returncode, "seconds": round(seconds, 1),
-                     "figures": shown})  # fmt: skip
-        print(f"| {name} | {done.returncode} | {seconds:.1f} s | {shown} |", flush=True)
+        verdict = "ok" if code == 0 else "TIMED OUT" if code is None else f"FAILED (exit {code})"
+        rows.append({"step": name, "exit": code, "verdict": verdict,
+                     "seconds": round(seconds, 1), "figures": shown})  # fmt: skip
+        print(f"| {name} | {verdict} | {seconds:.1f} s | {shown} |", flush=True)
     (out / "gpu_check.json").write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(row["exit"] == 0 for row in rows) else 1
 

@@ -145,7 +145,9 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         "timed_batches": timed,
         "streaming": bool(parts.datamodule.streaming),
         "peak_rss_main_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "peak_gpu_bytes": peak_gpu_bytes(parts.module.device),
+        # The trainer's device: after fit, Lightning's teardown has moved the module to
+        # the CPU, where no GPU peak is kept.
+        "peak_gpu_bytes": peak_gpu_bytes(parts.trainer.strategy.root_device),
     }
 
 

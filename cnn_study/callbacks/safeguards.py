@@ -3,6 +3,7 @@ them): the RNG state in checkpoints, the NaN guard, and frozen BatchNorm kept fr
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from typing import Any
@@ -17,7 +18,9 @@ from cnn_study.errors import DivergedError
 
 log = logging.getLogger(__name__)
 
-RNG_KEY = "cnn_study_rng_states"
+RNG_KEY = "cnn_study_rng_states"  # rank 0's (the only one of a single-process run)
+RNG_RANKS_KEY = "cnn_study_rng_states_per_rank"
+RANK_STRIDE = 1_000_003  # ranks' seeds far apart: seed + stride × rank
 
 
 def rng_states() -> dict[str, Any]:
@@ -57,16 +60,48 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RngState(L.Callback):
-    """Lightning's checkpoints hold no RNG state, yet augmentation and dropout draw from it:
-    save it in every checkpoint and restore it when a run resumes (never on a test load)."""
+    """Lightning's checkpoints hold no RNG state, yet augmentation, dropout and mixing draw
+    from it: save it in every checkpoint and restore it when a run resumes (never on a test
+    load). Under DDP each rank draws from its own stream — the same seed gives every rank
+    the same initial weights, then ranks > 0 reseed — and the checkpoint keeps every rank's
+    state (gathered: only rank 0 writes the file), each restored to its own rank."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # After the network was built (identical on every rank), before a resume restores
+        # the states it saved: augmentation draws differ from rank to rank.
+        if stage == "fit" and trainer.world_size > 1 and trainer.global_rank > 0:
+            seed = (torch.initial_seed() + RANK_STRIDE * trainer.global_rank) % 2**32
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:  # fmt: skip
-        checkpoint[RNG_KEY] = rng_states()
+        states = rng_states()
+        checkpoint[RNG_KEY] = states
+        if trainer.world_size > 1:  # every rank saves a checkpoint's contents: a collective
+            buffer = io.BytesIO()
+            torch.save(states, buffer)  # as bytes: pickled tensors do not travel back intact
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, buffer.getvalue())
+            checkpoint[RNG_RANKS_KEY] = [
+                torch.load(io.BytesIO(data), weights_only=True) for data in gathered
+            ]
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:  # fmt: skip
-        if RNG_KEY in checkpoint and trainer.state.fn == TrainerFn.FITTING:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        ranks = checkpoint.get(RNG_RANKS_KEY)
+        if ranks is not None and len(ranks) == trainer.world_size:
+            set_rng_states(ranks[trainer.global_rank])
+        elif RNG_KEY in checkpoint:
+            if trainer.world_size > 1 or ranks is not None:
+                log.warning(
+                    "the checkpoint holds the random state of %d processes, this run has %d: "
+                    "every rank continues from rank 0's (augmentation draws differ from an "
+                    "uninterrupted run)", len(ranks or [None]), trainer.world_size,
+                )  # fmt: skip
             set_rng_states(checkpoint[RNG_KEY])
 
 

@@ -236,10 +236,12 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             return True
         if self.placement != "auto":
             return False
-        # Every training process of the node holds its own copy: they share the budget.
+        # Every training process of the node holds its own copy: they share the budget,
+        # taken from the memory limit, which they all read alike (the memory free at the
+        # moment differs from process to process: ranks would load, and normalise, apart).
         local = self._local_processes()
         decoded = image_bytes(count, self.image_size)
-        budget = budget_bytes(self.memory_budget) // max(local, 1)
+        budget = budget_bytes(self.memory_budget, steady=local > 1) // max(local, 1)
         share = f", shared by the node's {local} processes" if local > 1 else ""
         why = (
             f"{count} images decoded at {self.image_size}² take {format_bytes(decoded)}, "

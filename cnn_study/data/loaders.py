@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from cnn_study.errors import CnnStudyError
 
 PLACEMENTS = ("auto", "device", "host")  # data=image_folder adds "stream"
 # Share of the device's free memory the data may take before `auto` keeps it on the host.
@@ -121,8 +122,13 @@ def epoch_sampler(
     if shuffle:
         shards = TaggedShards if tag_epochs else DistributedSampler
         return shards(range(size), replicas, rank, shuffle=True, seed=seed, drop_last=True)
-    shards = TaggedEvalShards if tag_epochs else UnrepeatedDistributedSampler
-    return shards(range(size), replicas, rank, shuffle=False)
+    if size < replicas:
+        raise CnnStudyError(
+            f"an evaluation split of {size} image{'s' if size != 1 else ''} cannot be shared "
+            f"by {replicas} processes (each needs at least one image to take part in the "
+            "metrics); use fewer trainer.devices or a larger split"
+        )
+    return (TaggedEvalShards if tag_epochs else EvalShards)(size, replicas, rank)
 
 
 def batch_loader(
@@ -164,7 +170,25 @@ class TaggedShards(TagsEpoch, DistributedSampler):
     """A training shard under DDP, yielding (epoch, index)."""
 
 
-class TaggedEvalShards(TagsEpoch, UnrepeatedDistributedSampler):
+class EvalShards(DistributedSampler):
+    """An evaluation shard under DDP: every `replicas`-th index from `rank`, never padded,
+    so no image counts twice (as Lightning's `UnrepeatedDistributedSampler`, which ends a
+    split smaller than the ranks with a bare assertion; `epoch_sampler` says why first).
+    A `DistributedSampler`, so that Lightning does not shard it a second time."""
+
+    def __init__(self, size: int, replicas: int, rank: int) -> None:
+        super().__init__(range(size), num_replicas=replicas, rank=rank, shuffle=False)
+        self.indices = range(rank, size, replicas)
+        self.num_samples = len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class TaggedEvalShards(TagsEpoch, EvalShards):
     """An evaluation shard under DDP, yielding (epoch, index)."""
 
 

@@ -167,14 +167,14 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 _V1_UNLIMITED = 2**60
 
 
-def cgroup_headroom() -> int | None:
-    """Bytes this process's cgroups (v2, or v1's memory controller) still allow: the least
-    limit − usage over its own cgroup and every ancestor (a SLURM job's limit sits on the
-    job's cgroup, above the step's); None where no limit is set or none can be read."""
+def _cgroup_levels() -> list[tuple[int, int]]:
+    """(limit, usage) of every memory-limited level of this process's cgroups (v2, or
+    v1's memory controller): its own cgroup and every ancestor (a SLURM job's limit sits on
+    the job's cgroup, above the step's)."""
     try:
         lines = PROC_CGROUP.read_text().splitlines()
     except OSError:
-        return None
+        return []
     candidates: list[tuple[Path, str, str]] = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
@@ -185,7 +185,7 @@ def cgroup_headroom() -> int | None:
                 (CGROUP_ROOT / "memory" / path.lstrip("/"),
                  "memory.limit_in_bytes", "memory.usage_in_bytes")
             )  # fmt: skip
-    headrooms = []
+    levels = []
     for folder, limit_file, usage_file in candidates:
         for level in (folder, *folder.parents):
             if level == CGROUP_ROOT.parent:
@@ -196,8 +196,22 @@ def cgroup_headroom() -> int | None:
             except (OSError, ValueError):
                 continue
             if limit != "max" and int(limit) < _V1_UNLIMITED:
-                headrooms.append(int(limit) - usage)
-    return min(headrooms) if headrooms else None
+                levels.append((int(limit), usage))
+    return levels
+
+
+def cgroup_headroom() -> int | None:
+    """Bytes this process's cgroups still allow: the least limit − usage over their
+    levels; None where no limit is set or none can be read."""
+    levels = _cgroup_levels()
+    return min(limit - usage for limit, usage in levels) if levels else None
+
+
+def memory_limit() -> int:
+    """Bytes of memory this process may ever hold: the machine's, or its cgroups' least
+    limit. The same for every process of a node at any moment (unlike what is free)."""
+    limits = [limit for limit, _ in _cgroup_levels()]
+    return min([psutil.virtual_memory().total, *limits])
 
 
 def available_cpus() -> int:
@@ -224,11 +238,12 @@ _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
 
 
-def budget_bytes(budget: float | str) -> int:
-    """`data.memory_budget` in bytes: a fraction in (0, 1] of the memory available now, or
-    a size with its unit (500MB, 8GiB)."""
+def budget_bytes(budget: float | str, steady: bool = False) -> int:
+    """`data.memory_budget` in bytes: a fraction in (0, 1] of the memory available now (with
+    `steady`: of the memory limit, what every process of a node reads alike), or a size
+    with its unit (500MB, 8GiB)."""
     if isinstance(budget, int | float) and not isinstance(budget, bool) and 0 < budget <= 1:
-        return int(budget * memory_available())
+        return int(budget * (memory_limit() if steady else memory_available()))
     size = _SIZE.match(budget) if isinstance(budget, str) else None
     if size and float(size[1]) > 0:
         return int(float(size[1]) * _UNITS[size[2].upper()])
