@@ -20,7 +20,7 @@ endif
 
 ARGS ?=
 
-.PHONY: install run test lint format tensorboard clean study-a study-b gpu-check
+.PHONY: install run test docs lint format tensorboard clean study-a study-b gpu-check
 
 install: $(STAMP)
 
@@ -51,6 +51,12 @@ test: install
 gpu-check: install
 	$(PY) -m cnn_study.bench.gpu_check $(ARGS)
 
+# The documentation site (docs/, mkdocs-material) in site/; its home page is README.md with
+# its links made relative to docs/.
+docs: install
+	sed -e 's#](docs/#](#g' -e 's#](results/#](../results/#g' README.md > docs/index.md
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -63,4 +69,4 @@ tensorboard: install
 	$(VENV)/bin/tensorboard --logdir "$$($(PY) -m cnn_study.paths output)"
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site docs/index.md *.egg-info .pytest_cache .ruff_cache
