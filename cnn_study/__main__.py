@@ -58,7 +58,9 @@ def main(cfg: DictConfig) -> float | None:
                 last = resume_checkpoint(cfg, required=False)
             except CnnStudyError:  # checkpoints off: nothing to resume either
                 last = None
-            if last:
+            if multirun:
+                log.warning("%s: stopped. %s", stopped, continuation())
+            elif last:
                 log.warning(
                     "%s: stopped; %s holds the last completed epoch. Continue with the same "
                     "command and resume=true hydra.run.dir=%s",
@@ -89,12 +91,38 @@ def main(cfg: DictConfig) -> float | None:
     return objective_value(cfg, results) if multirun else None
 
 
+def continuation() -> str:
+    """How a stopped sweep or study continues, as it must be typed: a study's job points
+    to the study's own command, a sweep's job to the sweep's."""
+    hydra_cfg = HydraConfig.get()
+    if str(hydra_cfg.sweeper.get("_target_", "")).endswith("StudySweeper"):
+        from cnn_study.study.definition import read_study
+
+        command = read_study(Path(hydra_cfg.sweeper.study)).run.command
+        return f"Continue the study with the same command: {command}"
+    return (
+        "Continue the sweep with the same command and resume=auto "
+        f"hydra.sweep.dir={hydra_cfg.sweep.dir} (completed jobs are not run again, "
+        "interrupted ones resume from their last epoch)"
+    )
+
+
 def reject_early(cfg: DictConfig) -> None:
     """A single run's out-of-range value: one line, exit 2, before any heavy import
     (HYDRA_FULL_ERROR=1: its traceback, as for every other error); the folder Hydra made
     for it is removed when it holds nothing else (no run happened)."""
     try:
         check_ranges(cfg)
+        # A declared sweep whose keys the command does not set (a sweep's job, or its
+        # ranks' single run, sets each one: it is a point of the sweep).
+        declared = HydraConfig.get().sweeper.get("params") or {}
+        given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+        if set(declared) - given:
+            sweep = " ".join(f"{key}={value}" for key, value in declared.items())
+            raise CnnStudyError(
+                f"this config declares a sweep ({sweep}), which a single run would not "
+                "run: add -m to run it, or set those keys yourself for one run"
+            )
     except CnnStudyError as problem:
         output_dir = Path(cfg.paths.output_dir)
         leftovers = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
@@ -132,6 +160,39 @@ def check_outputs(arguments: list[str]) -> None:
             raise CnnStudyError(f"{what} {path}: cannot write there, {problem}")
 
 
+def misspelt_key_hint(arguments: list[str]) -> str | None:
+    """For a command Hydra refused because an override names no key ("Could not override
+    'optimizer.weight_decya'"): the closest key of that node. None for any other error."""
+    import difflib
+
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
+
+    overrides = [a for a in arguments if "=" in a and not a.startswith(("-", "hydra"))
+                 and "," not in a.split("=", 1)[1]]  # fmt: skip
+    try:
+        with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
+            try:
+                compose(CONFIG_NAME, overrides)
+                return None
+            except HydraException as error:
+                cause = error.__cause__
+                if not isinstance(cause, ConfigAttributeError) or not cause.full_key:
+                    return None
+                parent, _, key = str(cause.full_key).rpartition(".")
+                rest = [o for o in overrides if o.split("=", 1)[0] != cause.full_key]
+                node = OmegaConf.select(compose(CONFIG_NAME, rest), parent) if parent else None
+    except (HydraException, OmegaConfBaseException):
+        return None
+    keys = [str(k) for k in node] if node is not None and OmegaConf.is_dict(node) else []
+    close = difflib.get_close_matches(key, keys, n=1)
+    if not close:
+        return None
+    return f"did you mean '{parent}.{close[0]}'? (keys of {parent}: {', '.join(keys)})"
+
+
 def cli() -> None:
     """`cnn-study` / `python -m cnn_study`: outputs checked, then the Hydra app."""
     try:
@@ -149,6 +210,9 @@ def cli() -> None:
         # Hydra ends with 1 for any error; one before a job started is a config error
         # (unknown option or key, bad override syntax, missing launcher plugin).
         if stop.code == 1 and not JOBS_STARTED:
+            hint = misspelt_key_hint(sys.argv[1:])
+            if hint:
+                print(f"cnn_study: {hint}", file=sys.stderr)
             sys.exit(2)
         raise
     if unfinished_jobs():

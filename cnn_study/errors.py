@@ -52,6 +52,8 @@ def user_error(error: BaseException) -> CnnStudyError | None:
     for current in chain(error):
         if isinstance(current, CnnStudyError):
             return current
+        if isinstance(current, PermissionError):  # a folder or file the user can fix
+            return CnnStudyError(f"{current.filename or 'a file'}: permission denied")
         if isinstance(current, RuntimeError) and NONDETERMINISTIC in str(current):
             operation = str(current).split(NONDETERMINISTIC)[0].strip()
             return CnnStudyError(

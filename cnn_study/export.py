@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from cnn_study.inputs import Preprocess
 from cnn_study.module import ImageClassifier, load_classifier
 from cnn_study.tool import refuse_overwrite, run_tool
 
+log = logging.getLogger("cnn_study.export")
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
@@ -144,12 +146,19 @@ def largest_difference(
     target: Path, model_format: str, model: ProbabilityModel, images: str
 ) -> tuple[float, int]:
     """The largest difference between the exported model's probabilities and PyTorch's on
-    the images under `images`, decoded to the input size the export takes."""
+    the images under `images`, decoded to the input size the export takes; files that
+    cannot be read are named in one warning."""
     spec = model.preprocess.spec
+    skipped: list[str] = []
+    files = image_files(images)
     batches = [
         torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-        for _, pixels in square_batches(image_files(images), spec.size, 64, [], spec.crop_fraction)
+        for _, pixels in square_batches(files, spec.size, 64, skipped, spec.crop_fraction)
     ]
+    if skipped:
+        log.warning("check_images: skipped %d images: %s", len(skipped), ", ".join(skipped))
+    if not batches:
+        raise CnnStudyError(f"check_images: none of the {len(files)} files could be read")
     run = exported_runner(target, model_format)
     largest = 0.0
     with torch.no_grad():

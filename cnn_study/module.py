@@ -15,6 +15,7 @@ everything needed to classify raw images (input spec, class names, the run's con
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
+from torchmetrics.classification import MulticlassStatScores
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.finetune import classifier_layer
@@ -33,6 +35,7 @@ from cnn_study.metrics import PER_CLASS_AUROC, accuracy, evaluation_metrics
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+log = logging.getLogger(__name__)
 DEFAULT_INPUT = {"size": None, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 
 
@@ -86,6 +89,8 @@ class ImageClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc, self.val_acc = accuracy(num_classes), accuracy(num_classes)
         self.test_metrics = evaluation_metrics(num_classes)
+        # Test images per class: per-class figures only for the classes the split holds.
+        self.test_support = MulticlassStatScores(num_classes=num_classes, average=None)
         # (labels, probabilities) of every test batch, in the test set's order: a run keeps
         # its test predictions (`cnn_study.study.predictions`); single process only.
         self._test_batches: list[tuple[Tensor, Tensor]] = []
@@ -166,6 +171,7 @@ class ImageClassifier(L.LightningModule):
                           labels)  # fmt: skip
         self.test_loss.update(loss, weight=len(labels))
         self.test_metrics.update(probabilities, labels)
+        self.test_support.update(probabilities, labels)
         if self.trainer.world_size == 1:
             self._test_batches.append((labels.detach(), probabilities.detach()))
         return {"probabilities": probabilities, "labels": labels}  # for figure callbacks
@@ -173,12 +179,18 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
         per_class = values.pop(PER_CLASS_AUROC)
+        present = self.test_support.compute()[:, 4] > 0  # tp, fp, tn, fn, support
+        if not bool(present.all()):  # a class without a test image has no AUROC at all
+            absent = [n for n, here in zip(self.class_names, present.tolist()) if not here]
+            log.warning("the test split holds no image of %s: no AUROC for it, and the "
+                        "macro AUROC averages the classes it holds", ", ".join(absent))  # fmt: skip
+            values["auroc"] = per_class[present].mean()
         self.log("test/loss", self.test_loss.compute())
         self.log_dict({f"test/{name}": value for name, value in values.items()})
-        self.log_dict(
-            {f"test/auroc/{name}": value for name, value in zip(self.class_names, per_class)}
-        )
+        self.log_dict({f"test/auroc/{name}": value for name, value, here
+                       in zip(self.class_names, per_class, present.tolist()) if here})  # fmt: skip
         self.test_metrics.reset()
+        self.test_support.reset()
         self.test_loss.reset()
         if self._test_batches:
             labels, probabilities = zip(*self._test_batches)

@@ -17,7 +17,9 @@ Default output: $CNN_STUDY_OUTPUT/predict/<time>/predictions.csv.
 from __future__ import annotations
 
 import csv
+import errno
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +36,7 @@ from cnn_study.data.decode import image_files, square_batches
 from cnn_study.errors import CnnStudyError
 from cnn_study.figures import confusion_figure
 from cnn_study.module import load_classifier
+from cnn_study.rundir import disk_full
 from cnn_study.tool import config_option, refuse_overwrite, run_tool
 
 log = logging.getLogger("cnn_study.predict")
@@ -106,31 +109,42 @@ def predict(args: PredictArgs) -> list[str]:
     confusion = MulticlassConfusionMatrix(num_classes=len(names))
     label_of = dict(zip(files, truth)) if truth is not None else {}
     skipped: list[str] = []
-    with target.open("w", newline="") as handle, torch.inference_mode():
-        writer = csv.writer(handle)
-        writer.writerow(["path", "predicted", "probability", *(["true"] if truth else []),
-                         *(f"p_{name}" for name in names)])  # fmt: skip
-        batches = square_batches(
-            files, size, args.batch_size, skipped, model.input_spec.crop_fraction
-        )
-        total = -(-len(files) // args.batch_size)
-        for chunk, pixels in tqdm(batches, total=total, desc="predict", unit="batch"):
-            images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
-            probabilities = model.probabilities(images).cpu()
-            best, predicted = probabilities.max(dim=-1)
-            if truth is not None:
-                labels = torch.tensor([label_of[path] for path in chunk])
-                accuracy.update(predicted, labels)
-                confusion.update(predicted, labels)
-            for path, row, p, k in zip(chunk, probabilities.tolist(), best.tolist(),
-                                       predicted.tolist()):  # fmt: skip
-                true = [names[label_of[path]]] if truth is not None else []
-                writer.writerow([str(path), names[k], f"{p:.6f}", *true,
-                                 *(f"{value:.6f}" for value in row)])  # fmt: skip
+    # Written to a temporary file and renamed when complete: a prediction that fails
+    # leaves no header-only CSV behind to block the next one.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with partial.open("w", newline="") as handle, torch.inference_mode():
+            writer = csv.writer(handle)
+            writer.writerow(["path", "predicted", "probability", *(["true"] if truth else []),
+                             *(f"p_{name}" for name in names)])  # fmt: skip
+            batches = square_batches(
+                files, size, args.batch_size, skipped, model.input_spec.crop_fraction
+            )
+            total = -(-len(files) // args.batch_size)
+            for chunk, pixels in tqdm(batches, total=total, desc="predict", unit="batch"):
+                images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
+                probabilities = model.probabilities(images).cpu()
+                best, predicted = probabilities.max(dim=-1)
+                if truth is not None:
+                    labels = torch.tensor([label_of[path] for path in chunk])
+                    accuracy.update(predicted, labels)
+                    confusion.update(predicted, labels)
+                for path, row, p, k in zip(chunk, probabilities.tolist(), best.tolist(),
+                                           predicted.tolist()):  # fmt: skip
+                    true = [names[label_of[path]]] if truth is not None else []
+                    writer.writerow([str(path), names[k], f"{p:.6f}", *true,
+                                     *(f"{value:.6f}" for value in row)])  # fmt: skip
+        if len(skipped) == len(files):
+            raise CnnStudyError(f"images: none of the {len(files)} files could be read")
+        os.replace(partial, target)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(target, error) from error
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
     if skipped:
         log.warning("skipped %d images: %s", len(skipped), ", ".join(skipped))
-    if len(skipped) == len(files):
-        raise CnnStudyError(f"images: none of the {len(files)} files could be read")
     lines = [f"predictions: {target} ({len(files) - len(skipped)} images)"]
     if truth is not None:
         figure = confusion_figure(confusion.compute().numpy(), names)

@@ -9,16 +9,23 @@ it; the report, the sweep summary and the notebook read it, only here.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from cnn_study.errors import DivergedError, interruption, user_error
+from cnn_study.errors import CnnStudyError, DivergedError, interruption, user_error
+
+log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
@@ -36,15 +43,45 @@ def global_rank() -> int:
     return int(utilities.rank_zero_only.rank) if utilities is not None else 0
 
 
+def disk_full(path: Path, error: OSError) -> CnnStudyError:
+    """One line for a write that found the disk full: the path and the space left."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    left = f"{free / 2**20:.1f} MiB free" if free is not None else "free space unknown"
+    return CnnStudyError(
+        f"no space left on the disk of {path} ({left}; {error.strerror}): nothing was "
+        "written under its name; free space and run again"
+    )
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and a rename: a reader (or a run
+    that resumes) never finds half a file under the final name, a failed write leaves
+    nothing behind; a full disk is one line naming the path and the space left."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise disk_full(path, error) from error
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file.
+    """Write JSON atomically (`write_bytes_atomic`), so readers never see half a file.
 
     Under DDP only global rank 0 writes (every rank runs the same job, with the same data)."""
     if global_rank() != 0:
         return
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
@@ -143,9 +180,78 @@ class Run:
 
 
 def find_runs(folders: list[Path]) -> list[Run]:
-    """Every run below `folders`, in path order."""
-    files = sorted({f for folder in folders for f in folder.rglob(RESULTS_FILE)})
+    """Every run below `folders`, in path order; runs moved aside by a start-over
+    (`.replaced-<time>/`) are not runs of the folder any more."""
+    files = sorted({f for folder in folders for f in folder.rglob(RESULTS_FILE)
+                    if not replaced(f.relative_to(folder))})  # fmt: skip
     return [Run(f.parent, json.loads(f.read_text())) for f in files]
+
+
+# What a folder's run is: who may continue it, and how a start-over keeps it.
+REPLACED = ".replaced-"
+SETTINGS_IGNORED = ("resume", "start_over", "paths")
+FOLDER_KEYS = ("default_root_dir", "dirpath", "save_dir")  # where, not what: the folder's
+
+
+def replaced(path: Path) -> bool:
+    """Whether a path lies in a folder a start-over moved aside."""
+    return any(part.startswith(REPLACED) for part in path.parts)
+
+
+def setting_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two configs, where a resume needs them
+    equal (what it asks to run and the folders it writes to aside)."""
+
+    def walk(a: Any, b: Any, path: str) -> list[str]:
+        key = path.rstrip(".")
+        if key in SETTINGS_IGNORED or key.rsplit(".", 1)[-1] in FOLDER_KEYS:
+            return []
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [k for key in sorted(set(a) | set(b), key=str)
+                    for k in walk(a.get(key), b.get(key), f"{path}{key}.")]  # fmt: skip
+        return [path.rstrip(".")] if a != b else []
+
+    return walk(recorded, wanted, "")
+
+
+def move_aside(folder: Path) -> Path:
+    """Move everything a folder holds (its lock aside) into `<folder>/.replaced-<time>/`:
+    a start-over keeps the earlier run, out of the new one's way and out of reports."""
+    target = folder / f"{REPLACED}{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}"
+    target.mkdir()
+    for entry in list(folder.iterdir()):
+        if entry != target and entry.name != ".run.lock" and not entry.name.startswith(REPLACED):
+            entry.rename(target / entry.name)
+    return target
+
+
+def claim_folder(
+    folder: Path, resume: bool | str, start_over: bool, differences: Callable[[], list[str]]
+) -> None:
+    """A folder never changes hands silently: one that holds a run is refused unless the
+    command continues that very run (`resume`, with the recorded settings: `differences`
+    names those that differ) or starts over (`start_over`: the old files move aside)."""
+    previous = read_results(folder)
+    if not previous:
+        return
+    status, seed = previous.get("status", "?"), previous.get("seed")
+    what = f"a {status} run" + (f" (seed {seed})" if seed is not None else "")
+    if start_over:
+        log.warning("start_over=true: %s moved aside to %s", what, move_aside(folder))
+        return
+    if not resume:
+        raise CnnStudyError(
+            f"{folder} holds {what}; continue it with resume=auto (its settings), or start "
+            f"over with start_over=true (its files move to {folder}/{REPLACED}<time>/)"
+        )
+    changed = differences()
+    if changed:
+        shown = ", ".join(changed[:6]) + (" …" if len(changed) > 6 else "")
+        raise CnnStudyError(
+            f"{folder} holds {what} made with other settings ({shown}: "
+            f"{'differs' if len(changed) == 1 else 'differ'}); resume with its settings, or "
+            "start over with start_over=true"
+        )
 
 
 def describe_runs(folders: list[Path]) -> list[str]:

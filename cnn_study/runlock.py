@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnn_study.errors import CnnStudyError
+from cnn_study.rundir import REPLACED, claim_folder, find_runs, move_aside, setting_differences
 
 LOCK_FILE = ".run.lock"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
@@ -161,9 +162,10 @@ def _pinned(config: DictConfig) -> bool:
 
 class RunLock(Callback):
     """Before Hydra writes into a single run's folder: a SLURM job that SLURM started again
-    continues its first attempt's folder (unless `hydra.run.dir` pins one), and the run
-    takes the folder's lock; a busy folder ends the command with one line and exit code
-    2, the folder untouched."""
+    continues its first attempt's folder (unless `hydra.run.dir` pins one), the run takes
+    the folder's lock, and a folder that holds a run is refused unless the command
+    continues it or starts over (`rundir.claim_folder`); a busy or refused folder ends the
+    command with one line and exit code 2, the folder untouched."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.run.dir)
@@ -176,8 +178,49 @@ class RunLock(Callback):
                 with open_dict(config):
                     config.hydra.run.dir = str(earlier)
                 folder = earlier
+        if not is_first_process():  # a DDP rank joins its rank 0's run
+            return
         try:
             acquire(folder)
-        except FolderBusyError as busy:
-            print(f"cnn_study: error: {busy}", file=sys.stderr)
+            resume = "auto" if slurm_restart() and not config.resume else config.resume
+            claim_folder(folder, resume, bool(config.get("start_over")),
+                         lambda: recorded_differences(folder, config))  # fmt: skip
+        except CnnStudyError as refused:
+            release(folder)
+            print(f"cnn_study: error: {refused}", file=sys.stderr)
             sys.exit(2)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep into a folder that holds runs: refused before any job unless it
+        continues them (resume) or starts over (its runs move aside). A study's folder is
+        the study runner's to check (`cnn_study.study`)."""
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("StudySweeper"):
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        runs = find_runs([sweep_dir]) if sweep_dir.is_dir() else []
+        if not runs:
+            return
+        if config.get("start_over"):
+            log.warning("start_over=true: %d runs of %s moved to %s", len(runs), sweep_dir,
+                        move_aside(sweep_dir))  # fmt: skip
+        elif not config.resume:
+            print(
+                f"cnn_study: error: sweep folder {sweep_dir} holds {len(runs)} runs; continue "
+                "them with resume=auto (completed jobs are not run again), or start over "
+                f"with start_over=true (they move to {sweep_dir}/{REPLACED}<time>/)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+
+def recorded_differences(folder: Path, config: DictConfig) -> list[str]:
+    """Settings of the command that differ from those Hydra recorded for the folder's run
+    (`.hydra/config.yaml`, both as composed, interpolations unresolved)."""
+    path = folder / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return []
+    recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    wanted = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(recorded, dict) and isinstance(wanted, dict)
+    wanted.pop("hydra", None)
+    return setting_differences(recorded, wanted)

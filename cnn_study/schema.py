@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cnn_study.errors import CnnStudyError
 from cnn_study.models.geometry import smallest_input_size
@@ -60,6 +60,7 @@ class RunSchema:
 
     seed: int = 0
     resume: Any = False  # true, false or "auto" (checked in train.run)
+    start_over: bool = False  # move an earlier run in the folder aside, then train anew
     flush_denormal: bool = True
     eval_weights: str = "best"
     objective: ObjectiveSchema = field(default_factory=ObjectiveSchema)
@@ -167,7 +168,10 @@ def check_node(node: DictConfig, key_path: str) -> None:
     for key in node:
         if str(key).startswith("_"):
             continue
-        value = node[key]
+        # An interpolation is not resolved here (`${hydra:…}` exists only in a run): its
+        # key is checked, its value is the resolver's.
+        interpolated = OmegaConf.is_interpolation(node, str(key))
+        value = None if interpolated else node[key]
         if isinstance(value, DictConfig) and "_target_" in value:
             check_node(value, f"{key_path}.{key}")
             continue
@@ -192,7 +196,9 @@ def check_node(node: DictConfig, key_path: str) -> None:
                 f"valid: {', '.join(valid)}"
             )
         allowed = _allowed(hints.get(str(key)))
-        if allowed is not None and isinstance(value, PRIMITIVES) and not _fits(value, *allowed):
+        if interpolated or allowed is None:
+            continue
+        if isinstance(value, PRIMITIVES) and not _fits(value, *allowed):
             raise CnnStudyError(
                 f"{key_path}.{key}={value!r}: expected {_describe(*allowed)} "
                 f"(a parameter of {target_name})"
@@ -208,8 +214,11 @@ class Range:
     low_open: bool = False
     high_open: bool = False
     integer: bool = False
+    words: tuple[str, ...] = ()  # text it takes too (num_workers: auto)
 
-    def allows(self, value: float) -> bool:
+    def allows(self, value: float | str) -> bool:
+        if isinstance(value, str):
+            return value in self.words
         if self.integer and not float(value).is_integer():
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
@@ -218,14 +227,17 @@ class Range:
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
+        words = "".join(f" or {word}" for word in self.words)
         if self.high is None:
-            return f"{kind} {'>' if self.low_open else '≥'} {self.low:g}"
+            return f"{kind} {'>' if self.low_open else '≥'} {self.low:g}{words}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+        high = f"{int(self.high)}" if self.integer else f"{self.high:g}"
+        return f"{kind} in {left}{self.low:g}, {high}{right}{words}"
 
 
 AT_LEAST_1 = Range(1, integer=True)
 COUNT = Range(0, integer=True)
+WORKERS = Range(0, integer=True, words=("auto",))
 POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 FRACTION = Range(0, 1, high_open=True)
@@ -233,7 +245,7 @@ PROBABILITY = Range(0, 1)
 
 # The numbers a user can mistype, by group: a key anywhere in that group's nodes.
 RANGES: dict[str, dict[str, Range]] = {
-    "data": {"batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "num_workers": COUNT,
+    "data": {"batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "num_workers": WORKERS,
              "val_size": AT_LEAST_1, "train_size": AT_LEAST_1, "test_size": AT_LEAST_1,
              "image_size": AT_LEAST_1, "num_classes": Range(2, integer=True),
              "val_fraction": Range(0, 1, True, True), "test_fraction": Range(0, 1, True, True),
@@ -256,26 +268,37 @@ RANGES: dict[str, dict[str, Range]] = {
 
 
 def _numbers(node: Any, path: str) -> list[tuple[str, str, Any]]:
-    """(key path, key, value) of every number written below `node`; interpolations are not
-    resolved (a resolver may import torch: `${cnn_study.precision:…}`)."""
+    """(key path, key, value) of every number — or text where a number belongs — written
+    below `node`; interpolations are not resolved (a resolver may import torch:
+    `${cnn_study.precision:…}`)."""
     found = []
     items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else []
     for key, value in items:
         key_path = f"{path}.{key}"
         if isinstance(value, DictConfig):
             found += _numbers(value, key_path)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif (isinstance(value, int | float | str) and not isinstance(value, bool)
+              and not (isinstance(value, str) and "${" in value)):  # fmt: skip
             found.append((key_path, str(key), value))
     return found
 
 
+EVAL_WEIGHTS = ("best", "last")
+OBJECTIVE_DIRECTIONS = ("maximize", "minimize")
+SEED = Range(0, 2**32 - 1, integer=True)
+
+
 def check_ranges(cfg: DictConfig) -> None:
-    """Every number a user can mistype is in range, before any data is read."""
+    """Every number a user can mistype is a number, in range, before any data is read."""
     for group, ranges in RANGES.items():
         for key_path, key, value in _numbers(cfg.get(group), group):
             allowed = ranges.get(key)
-            if allowed is not None and not allowed.allows(value):
+            if allowed is None:
+                continue
+            if not allowed.allows(value):
                 raise CnnStudyError(f"{key_path}={value!r}: must be {allowed.describe()}")
+    if not SEED.allows(cfg.get("seed", 0)):
+        raise CnnStudyError(f"seed={cfg.seed!r}: must be {SEED.describe()}")
     data = cfg.get("data") or {}
     held_out = (data.get("val_fraction") or 0) + (data.get("test_fraction") or 0)
     if held_out >= 1:
@@ -313,17 +336,33 @@ def check_optional(node: DictConfig, key_path: str) -> None:
         )
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Reject mistyped targets, text where numbers belong and out-of-range values before
+    any data is read (a run, and every part of a study before its first job)."""
+    check_targets(cfg)
+    check_ranges(cfg)
+    if cfg.objective.direction not in OBJECTIVE_DIRECTIONS:
+        raise CnnStudyError(
+            f"objective.direction={cfg.objective.direction!r}; "
+            f"choose one of {list(OBJECTIVE_DIRECTIONS)}"
+        )
+    if cfg.eval_weights not in EVAL_WEIGHTS:
+        raise CnnStudyError(
+            f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
+        )
+
+
 def check_targets(cfg: DictConfig) -> None:
     """Check every node with a `_target_`: a group's own (`arch`, `optimizer`, …) and those
     a group lists by name (`callbacks.*`, `logger.*`), with their nested targets."""
-    for group, node in cfg.items():
+    for group, node in cfg.items_ex(resolve=False):  # `${hydra:…}` exists only in a run
         if group == "hydra" or not isinstance(node, DictConfig):
             continue
         if "_target_" in node:
             check_optional(node, str(group))
             check_node(node, str(group))
             continue
-        for name, child in node.items():
+        for name, child in node.items_ex(resolve=False):
             if isinstance(child, DictConfig) and "_target_" in child:
                 check_optional(child, f"{group}.{name}")
                 check_node(child, f"{group}.{name}")

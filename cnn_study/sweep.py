@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from cnn_study.console import print_table
-from cnn_study.rundir import find_runs, write_json_atomic
+from cnn_study.rundir import find_runs, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class SweepSummary(Callback):
             return
         summary = summarize(sweep_dir)
         write_json_atomic(sweep_dir / "summary.json", summary)
-        (sweep_dir / "summary.md").write_text(markdown(summary))
+        write_text_atomic(sweep_dir / "summary.md", markdown(summary))
         longest = max((len(" ".join(job["overrides"])) for job in summary["jobs"]), default=0)
         print_table(summary_table(summary), longest)
         counts = summary["status_counts"]

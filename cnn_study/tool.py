@@ -35,6 +35,9 @@ def run_tool(
     except (CnnStudyError, OmegaConfBaseException) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # an output the user cannot write (read-only, not a folder)
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 2
     for line in produced or []:
         print(line)
     return 0

@@ -16,15 +16,16 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.tensorboard.summary import hparams
 
 from cnn_study.callbacks.safeguards import DivergenceGuard, FrozenBatchNorm, RngState
+from cnn_study.checkpoint_io import AtomicCheckpointIO
 from cnn_study.console import print_run_summary, quiet_noise
 from cnn_study.data.in_memory import InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, interruption, user_error
@@ -36,18 +37,17 @@ from cnn_study.rundir import (
     COMPLETED,
     CONFIG_FILE,
     RUNNING,
+    claim_folder,
     ended_status,
     read_results,
+    setting_differences,
     write_results,
 )
-from cnn_study.runlock import acquire, release, slurm_restart
-from cnn_study.schema import check_ranges, check_targets
+from cnn_study.runlock import acquire, is_first_process, release, slurm_restart
+from cnn_study.schema import check_config
 from cnn_study.study.predictions import save_predictions
 
 log = logging.getLogger(__name__)
-
-EVAL_WEIGHTS = ("best", "last")
-OBJECTIVE_DIRECTIONS = ("maximize", "minimize")
 
 
 def checkpoint_callbacks(
@@ -82,8 +82,10 @@ def resume_checkpoint(cfg: DictConfig, required: bool = True) -> str | None:
 
 def requeued_on_slurm() -> bool:
     """True in a SLURM job that SLURM started again after a pre-emption, a timeout or a
-    requeue (Lightning's auto-requeue on the job's SIGUSR1, or submitit's)."""
-    return SLURMEnvironment.detect() and slurm_restart() > 0
+    requeue (Lightning's auto-requeue on the job's SIGUSR1, or submitit's). One rule with
+    the folder the job continues (`runlock.RunLock`): the job id and its restart count,
+    whether or not Lightning detects SLURM (a plain `sbatch` sets no SLURM_NTASKS)."""
+    return slurm_restart() > 0
 
 
 def drop_midepoch_checkpoints(output_dir: Path) -> None:
@@ -102,6 +104,20 @@ def effective_resume(cfg: DictConfig) -> bool | str:
         log.info("requeued SLURM job (restart %s): resume=auto", os.environ["SLURM_RESTART_COUNT"])
         return "auto"
     return cfg.resume
+
+
+def in_sweep() -> bool:
+    """Whether this run is a job of a Hydra multirun (a sweep or a study)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def recorded_config(output_dir: Path) -> dict[str, Any]:
+    """The resolved config a folder's run recorded ({} when it recorded none)."""
+    path = output_dir / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    container = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return container if isinstance(container, dict) else {}
 
 
 def job_config(cfg: DictConfig) -> DictConfig:
@@ -145,15 +161,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     acquire(output_dir)  # a sweep job's folder: a second live process refuses here
     resume = effective_resume(cfg)
-    if resume:
-        previous = read_results(output_dir)
-        if previous.get("status") == COMPLETED:
-            log.info("resume=true: %s already completed; not run again", output_dir)
-            return previous
-        if resume is True:  # nothing to resume: say so without touching the run's record
-            resume_checkpoint(cfg, required=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_config(cfg)
+    try:
+        if is_first_process():  # a folder never changes hands silently (rundir.claim_folder)
+            recorded = recorded_config(output_dir)
+            claim_folder(output_dir, resume, cfg.start_over,
+                         lambda: setting_differences(recorded, config))  # fmt: skip
+        previous = read_results(output_dir)
+        if resume and previous.get("status") == COMPLETED:
+            log.info("resume=%s: %s already completed; not run again", resume, output_dir)
+            return previous
+        if resume is True and not previous and in_sweep():
+            resume = "auto"  # a job the stopped sweep never started: it starts now
+        elif resume is True:  # nothing to resume: say so without touching the run's record
+            resume_checkpoint(cfg, required=True)
+    except CnnStudyError:
+        release(output_dir)
+        raise
+    output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this
         OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
     results: dict[str, Any] = {
@@ -186,21 +211,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero_only.rank == 0:
         print_run_summary(results, output_dir)
     return results
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Reject mistyped targets and out-of-range values before any data is read."""
-    check_targets(cfg)
-    check_ranges(cfg)
-    if cfg.objective.direction not in OBJECTIVE_DIRECTIONS:
-        raise CnnStudyError(
-            f"objective.direction={cfg.objective.direction!r}; "
-            f"choose one of {list(OBJECTIVE_DIRECTIONS)}"
-        )
-    if cfg.eval_weights not in EVAL_WEIGHTS:
-        raise CnnStudyError(
-            f"eval_weights={cfg.eval_weights!r}; choose one of {list(EVAL_WEIGHTS)}"
-        )
 
 
 def objective_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
@@ -252,8 +262,9 @@ def build(
     if not loggers:  # logger=none: Lightning refuses an lr monitor with nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **torch_flags(cfg)
-    )
+        cfg.trainer, callbacks=callbacks, logger=loggers or False,
+        plugins=[AtomicCheckpointIO()], **torch_flags(cfg),
+    )  # fmt: skip
 
     datamodule = instantiate(cfg.data)
     datamodule.trainer = trainer  # the data's choices (memory budget) see the devices

@@ -11,15 +11,28 @@ import torch
 from cnn_study.callbacks.safeguards import DivergenceGuard
 
 
+def first_time(trainer: L.Trainer, name: str) -> bool:
+    """True the first time a run folder asks (a marker file): the same command, run again
+    to continue, is not stopped again — a run continues with its own settings."""
+    from pathlib import Path
+
+    marker = Path(trainer.default_root_dir) / f".{name}.{trainer.global_rank}"
+    if marker.exists():
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return True
+
+
 class KillAfterEpoch(L.Callback):
     """SIGKILL the process after epoch `epoch` and its checkpoints (as the next one starts:
-    checkpoint callbacks run after all others at an epoch's end)."""
+    checkpoint callbacks run after all others at an epoch's end); once per run folder."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch + 1:
+        if trainer.current_epoch == self.epoch + 1 and first_time(trainer, "killed"):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -63,8 +76,9 @@ class WorseningValAcc(L.Callback):
 
 class SignalAtEpoch(L.Callback):
     """Send `signal_name` (SIGINT, SIGTERM; "SIGUSR1,SIGTERM" for several in turn) to this
-    process in epoch `epoch`, as Ctrl-C, `kill` or a cluster's pre-emption would; with
-    `first_attempt_only`, not in a SLURM job that was requeued (SLURM_RESTART_COUNT > 0)."""
+    process in epoch `epoch`, as Ctrl-C, `kill` or a cluster's pre-emption would; once per
+    run folder; with `first_attempt_only`, not in a SLURM job that was requeued
+    (SLURM_RESTART_COUNT > 0)."""
 
     def __init__(self, signal_name: str, epoch: int, first_attempt_only: bool = False) -> None:
         self.signals = [getattr(signal, name) for name in signal_name.split(",")]
@@ -72,7 +86,8 @@ class SignalAtEpoch(L.Callback):
         self.armed = not (first_attempt_only and os.environ.get("SLURM_RESTART_COUNT", "0") != "0")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if self.armed and trainer.current_epoch == self.epoch and batch_idx == 1:
+        at = trainer.current_epoch == self.epoch and batch_idx == 1
+        if self.armed and at and first_time(trainer, "signalled"):
             if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
                 # A shell starts background jobs with SIGINT ignored (`pytest &`); a
                 # terminal's Ctrl-C reaches Python's own handler.
@@ -108,3 +123,15 @@ class RecordRngState(L.Callback):
         digest = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
         name = f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.txt"
         (folder / name).write_text(digest)
+
+
+class SignalInSeed(SignalAtEpoch):
+    """`SignalAtEpoch` only in the run of seed `seed` (one job of a sweep or a study)."""
+
+    def __init__(self, signal_name: str, seed: int, epoch: int = 0) -> None:
+        super().__init__(signal_name, epoch)
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if pl_module.hparams["run_config"]["seed"] == self.seed:
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)

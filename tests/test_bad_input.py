@@ -82,7 +82,7 @@ def test_command_line_typos_and_types(compose_cfg, override: str, fragment: str)
     ("arguments", "fragment"),
     [
         (("experiment=mine",), "Key 'seeed' not in 'RunSchema'"),  # Hydra's own error
-        (("trainer.max_epochs=abc",), "trainer.max_epochs='abc': expected int or null"),
+        (("trainer.max_epochs=abc",), "trainer.max_epochs='abc': must be an integer ≥ 1"),
     ],
 )
 def test_the_command_line_says_it_in_one_message(tmp_path: Path, arguments, fragment) -> None:

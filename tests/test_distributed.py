@@ -157,8 +157,7 @@ def test_srun_started_ranks_train_and_a_requeue_continues_the_folder(tmp_path: P
     assert srun(args, tmp_path, restarts=0, port=port) == [-signal.SIGKILL] * 2
     first = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert first["epoch"] == 1
-    no_kill = tuple(a for a in args if "callbacks.kill" not in a)
-    assert srun(no_kill, tmp_path, restarts=1, port=free_port()) == [0, 0]
+    assert srun(args, tmp_path, restarts=1, port=free_port()) == [0, 0]  # the same command
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed" and results["epochs"] == 3
     assert len(scalars(run_dir)["val/acc"]) == 3
@@ -179,7 +178,7 @@ def test_each_rank_draws_its_own_stream_and_resumes_it(tmp_path: Path) -> None:
     assert crashed.returncode != 0
     for path in (killed / "rng").glob("*epoch2*"):
         path.unlink()  # only the resumed attempt's epoch 2 counts
-    resumed = cli(*base, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path, env=env)
+    resumed = cli(*base, *kill, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     states = {run: {p.stem: p.read_text() for p in (run / "rng").glob("*.txt")}
               for run in (whole, killed)}  # fmt: skip

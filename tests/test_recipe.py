@@ -107,7 +107,9 @@ def test_ema_survives_a_hard_kill(tmp_path: Path, compose_cfg) -> None:
     crashed = cli(*three, *kill, f"hydra.run.dir={killed}", cwd=tmp_path, env=HELPERS)
     assert crashed.returncode == -signal.SIGKILL
     assert checkpoint(killed)["epoch"] == 1
-    assert run(compose_cfg(*three, "resume=true", output_dir=killed))["status"] == "completed"
+    assert (
+        run(compose_cfg(*three, *kill, "resume=true", output_dir=killed))["status"] == "completed"
+    )
     expected, got = checkpoint(whole), checkpoint(killed)
     for key in ("state_dict", "current_model_state"):
         for name, tensor in expected[key].items():

@@ -59,7 +59,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, compose_
     timers = [v for k, v in checkpoint(killed)["callbacks"].items() if k.startswith("Timer")]
     trained_before_kill = timers[0]["time_elapsed"]["train"]
 
-    assert run(compose_cfg(*four, "resume=true", output_dir=killed))["status"] == "completed"
+    # The same command continues it (its kill callback fires once per folder).
+    assert run(compose_cfg(*four, *kill, "resume=true", output_dir=killed))["status"] == "completed"
     expected, got = checkpoint(whole), checkpoint(killed)
     assert got["global_step"] == expected["global_step"] == 4 * steps_per_epoch
     for name, tensor in expected["state_dict"].items():
@@ -92,7 +93,7 @@ def test_sigint_and_sigterm_end_as_interrupted_and_resume(
     saved = results(run_dir)
     assert saved["status"] == "interrupted" and saved["error"] == f"stopped by {name}"
     assert checkpoint(run_dir)["epoch"] == 1  # the last completed epoch
-    run(compose_cfg(*RUN, "resume=true", output_dir=run_dir))
+    run(compose_cfg(*RUN, *stop, "resume=true", output_dir=run_dir))  # the same command
     assert results(run_dir)["status"] == "completed" and results(run_dir)["epochs"] == 3
     assert len(scalars(run_dir)["val/acc"]) == 3
 
@@ -269,5 +270,5 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(
     assert "resume=true" not in output
     assert results(run_dir)["status"] == "interrupted"
     with pytest.raises(CnnStudyError, match="no checkpoint to resume from"):
-        run(compose_cfg(*RUN, "resume=true", output_dir=run_dir))
+        run(compose_cfg(*RUN, *stop, "resume=true", output_dir=run_dir))  # the same command
     assert results(run_dir)["status"] == "interrupted"

@@ -54,8 +54,9 @@ def test_a_second_run_in_a_live_runs_folder_is_refused_touching_nothing(
     assert snapshot(folder) == before  # no .hydra/, no log, no results.json rewritten
 
     live_process.kill()
-    live_process.wait()  # the holder is gone: its lock is stale and taken over
-    again = cli(*QUICK, "seed=1", f"hydra.run.dir={folder}", cwd=tmp_path)
+    live_process.wait()  # the holder is gone: its lock is stale and taken over; its run,
+    # another seed's, is not continued: it moves aside (start_over)
+    again = cli(*QUICK, "seed=1", "start_over=true", f"hydra.run.dir={folder}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "taking over the run lock" in again.stderr + again.stdout
     assert json.loads((folder / RESULTS_FILE).read_text())["status"] == "completed"

@@ -139,9 +139,12 @@ class DivergenceGuard(L.Callback):
         if across_processes:  # every rank must stop, not only the one that saw it
             diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
+            epoch = trainer.current_epoch
+            kept = (f"the checkpoints hold epochs 0–{epoch - 1}, the last finite ones"
+                    if epoch > 0 else "no epoch finished, so there is no checkpoint")  # fmt: skip
             raise DivergedError(
-                f"the training loss became NaN or infinite in epoch {trainer.current_epoch}; "
-                "the checkpoints hold the last finite epochs (try a lower optimizer.lr)"
+                f"the training loss became NaN or infinite in epoch {epoch}; {kept} (try a "
+                "lower optimizer.lr)"
             )
 
 

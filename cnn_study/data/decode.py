@@ -41,7 +41,7 @@ class ClassTree:
     classes: list[str]
     files: list[Path]
     labels: list[int]
-    ignored: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)  # (path, why not used)
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -53,8 +53,10 @@ def scan_class_tree(root: Path, classes: Sequence[str] | None = None) -> ClassTr
     """Class names (sorted folder names), image files and labels under `root`; with
     `classes`, only those class folders (a subset of a dataset's classes).
 
-    An empty class folder is an error that names it; files that are not images by their
-    suffix are collected in `ignored`, so the caller can name them in one warning.
+    An empty class folder is an error that names it; what a class folder holds but is
+    not used — files that are not images by their suffix, sub-folders (classes are the
+    first level only), dangling or looping symlinks — is collected in `ignored` with the
+    reason, so the caller names it in one warning.
     """
     folders = class_folders(root)
     if not folders:
@@ -70,7 +72,12 @@ def scan_class_tree(root: Path, classes: Sequence[str] | None = None) -> ClassTr
         folders = [f for f in folders if f.name in classes]
     tree = ClassTree(classes=[f.name for f in folders], files=[], labels=[])
     for label, folder in enumerate(folders):
-        entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        visible = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        entries = [p for p in visible if p.is_file()]
+        for other in (p for p in visible if not p.is_file()):
+            why = ("a sub-folder: classes are one level deep, its images are not used"
+                   if other.is_dir() else "a dangling or looping symlink")  # fmt: skip
+            tree.ignored.append((other, why))
         images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
             raise CnnStudyError(
@@ -79,7 +86,8 @@ def scan_class_tree(root: Path, classes: Sequence[str] | None = None) -> ClassTr
             )
         tree.files.extend(images)
         tree.labels.extend([label] * len(images))
-        tree.ignored.extend(p for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES)
+        tree.ignored.extend((p, "not an image file") for p in entries
+                            if p.suffix.lower() not in IMAGE_SUFFIXES)  # fmt: skip
     return tree
 
 

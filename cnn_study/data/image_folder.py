@@ -324,7 +324,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
 
     @staticmethod
     def _not_images(trees: dict[str, ClassTree]) -> list[str]:
-        return [f"{p} (not an image file)" for tree in trees.values() for p in tree.ignored]
+        return [f"{p} ({why})" for tree in trees.values() for p, why in tree.ignored]
 
     @property
     def splits(self) -> ImageSplits:

@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     except CnnStudyError as problem:
         print(f"cnn_study.study: error: {problem}", file=sys.stderr)
         return 2
+    except OSError as error:  # study.dir= a folder that cannot be made or written
+        print(f"cnn_study.study: error: study.dir: {error.filename or ''}: "
+              f"{error.strerror or error}", file=sys.stderr)  # fmt: skip
+        return 2
     from cnn_study.__main__ import cli
     from cnn_study.study.sweeper import quoted, register_sweeper
 

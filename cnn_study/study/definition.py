@@ -34,7 +34,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cnn_study.errors import CnnStudyError
-from cnn_study.metrics import recorded_metrics
+from cnn_study.metrics import is_proportion, recorded_metrics
 
 STUDY_FILE = "study.yaml"  # the effective study, saved in its folder; the report reads it
 DEFAULT_METRIC = "test/acc"
@@ -257,11 +257,33 @@ def _escaped(value: Any) -> Any:
     return value
 
 
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A study file's mapping; a syntax error (with its line and column) or another shape
+    is one line naming the file."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise CnnStudyError(f"{path}: {where}YAML syntax: {problem}") from None
+    except OSError as error:
+        raise CnnStudyError(f"{path}: {error.strerror or error}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise CnnStudyError(
+            f"{path}: a study file is a mapping (title, seeds, parts, claims, …), not a "
+            f"{type(loaded).__name__}"
+        )
+    return loaded
+
+
 def read_study(path: Path, run: dict[str, Any] | None = None) -> Study:
     """Parse and check a study file (`run`: settings from the command line)."""
+    loaded = load_yaml(path)
     try:
         # Escaped: an override's ${...} is for the job's config, not for the study file.
-        loaded = yaml.safe_load(path.read_text()) or {}
         run = dict(run or {})
         if isinstance(loaded, dict) and isinstance(loaded.get("run"), dict):
             # study folders of cnn_study ≤ 0.1 saved alpha among the run settings
@@ -309,6 +331,15 @@ def _problems(study: Study) -> Iterator[str]:
             )
         if part.seeds is not None and not part.seeds:
             yield f"parts[{index}].seeds: empty"
+    recorded = recorded_metrics()
+    for index, part in enumerate(study.parts):
+        for metric, value in part.published.items():
+            if metric not in recorded:
+                yield (f"parts[{index}].published: {metric!r} is not a metric runs record; "
+                       f"choose among {', '.join(recorded)}")  # fmt: skip
+            elif is_proportion(metric) and not 0 <= value <= 1:
+                yield (f"parts[{index}].published.{metric}={value:g}: a proportion, in "
+                       f"[0, 1] (e.g. {value / 100:g} for {value:g} %)")  # fmt: skip
     for index, claim in enumerate(study.claims):
         if len(claim.order) < 2:
             yield f"claims[{index}].order: name at least two parts, best first"

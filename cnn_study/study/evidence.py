@@ -36,7 +36,7 @@ from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
 from cnn_study.metrics import is_proportion
-from cnn_study.rundir import REJECTED, Run
+from cnn_study.rundir import DIVERGED, REJECTED, Run
 from cnn_study.study.definition import ClaimSpec, PartSpec, Study
 
 DESCRIPTIVE = 0.95  # the level of every interval shown beside a verdict (never deciding it)
@@ -197,8 +197,9 @@ class PartRuns:
 
     @property
     def status(self) -> str:
-        """'completed', 'failed: <first error>', 'rejected: <error>' (config or data refused
-        before training), 'not run (needs …): <error>', 'not run'."""
+        """'completed', 'diverged: <why>' (every run's loss became NaN), 'failed: <first
+        error>', 'rejected: <error>' (config or data refused before training), 'not run
+        (needs …): <error>', 'not run'."""
         if self.completed:
             return "completed"
         if not self.runs:
@@ -211,6 +212,8 @@ class PartRuns:
             return "running"
         if all(r.status == REJECTED for r in self.runs):
             return f"rejected: {error}"
+        if all(r.status == DIVERGED for r in self.runs):  # a result of the recipe, no crash
+            return f"diverged: {error}"
         return f"failed: {error}"
 
 
@@ -416,6 +419,8 @@ def judge_all(
         if missing:
             reasons = "; ".join(
                 f"{name}: its runs recorded no {metric}" if parts[name].completed
+                else f"{name} diverged, so the claim is not judged ({parts[name].status})"
+                if parts[name].status.startswith("diverged")
                 else f"{name}: {parts[name].status}"
                 for name, metric in missing
             )  # fmt: skip

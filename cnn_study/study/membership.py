@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cnn_study.config import CONFIG_NAME
 from cnn_study.errors import CnnStudyError
 from cnn_study.rundir import Run
+from cnn_study.schema import check_config
 from cnn_study.study.definition import PartSpec, Study
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
@@ -50,6 +51,8 @@ def compose_config(overrides: list[str], as_study_job: bool = False) -> dict[str
     else:
         with initialize_config_module(version_base="1.3", config_module="cnn_study.conf"):
             cfg = composed()
+    if as_study_job:  # the checks a run makes before any data: the study makes them first
+        check_config(cfg)
     container = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(container, dict)
     container.pop("hydra", None)
@@ -92,7 +95,7 @@ def part_configs(study: Study) -> dict[str, str]:
     for index, part in enumerate(study.parts):
         try:
             config = compose_config(study.job_overrides(part), as_study_job=True)
-        except (HydraException, OmegaConfBaseException, ValueError) as error:
+        except (HydraException, OmegaConfBaseException, ValueError, CnnStudyError) as error:
             reason = " ".join(str(error).split())
             raise CnnStudyError(
                 f"{study.source}: parts[{index}].overrides ({part.name}): {reason}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import statistics
@@ -40,7 +41,7 @@ from cnn_study.errors import CnnStudyError
 from cnn_study.figures import part_figure, val_curves_figure
 from cnn_study.metrics import recorded_metrics, report_columns
 from cnn_study.provenance import describe, environment
-from cnn_study.rundir import REJECTED, RESULTS_FILE, Run, find_runs
+from cnn_study.rundir import REJECTED, RESULTS_FILE, Run, find_runs, write_text_atomic
 from cnn_study.study import evidence
 from cnn_study.study.definition import STUDY_FILE, PartSpec, Study, read_study
 from cnn_study.study.evidence import Estimate, PartRuns, estimate
@@ -500,11 +501,12 @@ def run_rows(found: StudyEvidence, folder: Path | None) -> list[dict[str, Any]]:
 
 
 def write_runs_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, RUN_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in RUN_COLUMNS})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, RUN_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in RUN_COLUMNS})
+    write_text_atomic(path, text.getvalue())
     return path
 
 
@@ -651,12 +653,13 @@ def rejected_markdown(rejected: list[Run]) -> str:
 
 def _write(out: Path, sections: list[str], summary: dict[str, Any],
            table_rows: tuple[list[str], list[list[str]]] | None) -> list[Path]:  # fmt: skip
-    (out / "report.md").write_text("\n\n".join(sections) + "\n")
-    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "report.md", "\n\n".join(sections) + "\n")
+    write_text_atomic(out / "report.json", json.dumps(summary, indent=2) + "\n")
     written = [out / "report.md", out / "report.json"]
     if table_rows is not None:
-        with (out / "report.csv").open("w", newline="") as handle:
-            csv.writer(handle).writerows([table_rows[0], *table_rows[1]])
+        text = io.StringIO()
+        csv.writer(text).writerows([table_rows[0], *table_rows[1]])
+        write_text_atomic(out / "report.csv", text.getvalue())
         written.insert(1, out / "report.csv")
     return written
 
@@ -758,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
             raise CnnStudyError("give run, sweep or study folders, or --runs and --study")
     except CnnStudyError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an output the user cannot write
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
     for path in written:
         print(path)
