@@ -54,7 +54,7 @@ def test_dropout_reaches_timm_networks_and_trains(compose_cfg) -> None:
     overrides = ("arch=timm", "arch.name=resnet10t", "arch.weights=none")
     assert instantiate(compose_cfg(*overrides).arch, num_classes=3).drop_rate == 0.0
     cfg = compose_cfg(*overrides, "regularization.dropout=0.3", "data=fake",
-                      "arch.input_size=32", "trainer=debug",
+                      "arch.input_size=32", "debug=limit",
                       *NO_FIGURES)  # fmt: skip
     network = instantiate(cfg.arch, num_classes=3)
     assert network.drop_rate == 0.3
@@ -108,7 +108,7 @@ def test_a_trained_checkpoint_needs_no_birth_weights(
     the file may be gone, and no ImageNet download is attempted (predict, export and
     explain work offline)."""
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "start.pth")
-    cfg = compose_cfg("data=fake", "trainer=debug", "arch=resnet18", "arch.input_size=32",
+    cfg = compose_cfg("data=fake", "debug=limit", "arch=resnet18", "arch.input_size=32",
                       f"arch.weights={tmp_path / 'start.pth'}", "finetune=full",
                       *NO_FIGURES)  # fmt: skip
     results = run(cfg)

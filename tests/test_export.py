@@ -27,7 +27,7 @@ def export_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def checkpoint_and_images(image_folder: Path, tmp_path_factory: pytest.TempPathFactory):
     cfg = compose_run_config(tmp_path_factory.mktemp("export-run"), "data=image_folder",
-                             f"data.root={image_folder}", "arch=cnn3_bn", "trainer=debug",
+                             f"data.root={image_folder}", "arch=cnn3_bn", "debug=limit",
                              *NO_FIGURES)  # fmt: skip
     results = run(cfg)
     model = load_classifier(results["checkpoint_last"])

@@ -30,7 +30,7 @@ FIGURES = ("test_gradcam", "test_roc", "test_confusion", "test_predictions", "cu
 )  # fmt: skip
 def test_figures_at_test_end_as_png_and_in_tensorboard(arch, compose_cfg: ComposeFn, tmp_path):
     name, *extra = arch.split()
-    run(compose_cfg("data=fake", f"arch={name}", *extra, "trainer=debug",
+    run(compose_cfg("data=fake", f"arch={name}", *extra, "debug=limit",
                     output_dir=tmp_path / "run"))  # fmt: skip
     for figure in FIGURES:
         with Image.open(tmp_path / "run" / "figures" / f"{figure}.png") as image:
@@ -114,7 +114,7 @@ def test_gradcam_points_at_the_evidence() -> None:
 
 
 def test_explain_cli_writes_overlays(compose_cfg: ComposeFn, tmp_path: Path, capsys) -> None:
-    results = run(compose_cfg("data=fake", "trainer=debug", output_dir=tmp_path / "run"))
+    results = run(compose_cfg("data=fake", "debug=limit", output_dir=tmp_path / "run"))
     folder = tmp_path / "mine"
     folder.mkdir()
     for index, size in enumerate([(50, 40), (32, 32), (120, 90)]):
@@ -136,7 +136,7 @@ def test_explain_cli_writes_overlays(compose_cfg: ComposeFn, tmp_path: Path, cap
 def test_explain_skips_unreadable_images_and_explains_the_rest(
     compose_cfg: ComposeFn, tmp_path: Path, capsys, caplog
 ) -> None:
-    results = run(compose_cfg("data=fake", "trainer=debug", *NO_FIGURES, output_dir=tmp_path / "r"))
+    results = run(compose_cfg("data=fake", "debug=limit", *NO_FIGURES, output_dir=tmp_path / "r"))
     folder = tmp_path / "mixed"
     folder.mkdir()
     Image.new("RGB", (40, 30), (200, 90, 10)).save(folder / "good.jpg")
@@ -155,7 +155,7 @@ def test_explain_keeps_class_folders_and_never_overwrites(
 ) -> None:
     """`angry/x.jpg` and `happy/x.jpg` get two overlays (the CIFAR-10 export names files
     0000.jpg in every class); a second explain into the same folder is refused."""
-    results = run(compose_cfg("data=fake", "trainer=debug", *NO_FIGURES, output_dir=tmp_path / "r"))
+    results = run(compose_cfg("data=fake", "debug=limit", *NO_FIGURES, output_dir=tmp_path / "r"))
     for index, name in enumerate(["angry", "happy"]):
         (tmp_path / "photos" / name).mkdir(parents=True)
         Image.new("RGB", (40, 30), (90 * index, 90, 10)).save(tmp_path / "photos" / name / "x.jpg")

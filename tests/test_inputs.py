@@ -47,7 +47,7 @@ def test_builders_declare_size_and_only_trained_weights_declare_normalisation(
 
 def test_the_checkpoint_carries_the_spec_of_the_run(compose_cfg: ComposeFn, tmp_path) -> None:
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pth")
-    common = ("data=fake", "trainer=debug", *NO_FIGURES)
+    common = ("data=fake", "debug=limit", *NO_FIGURES)
     weights = f"arch.weights={tmp_path}/resnet18.pth"
     pretrained = run(compose_cfg(*common, "arch=resnet18", weights, "arch.input_size=40",
                                  output_dir=tmp_path / "pretrained"))  # fmt: skip
@@ -63,7 +63,7 @@ def test_the_checkpoint_carries_the_spec_of_the_run(compose_cfg: ComposeFn, tmp_
 
 
 def test_checkpoints_from_before_the_spec_still_load(compose_cfg: ComposeFn, tmp_path) -> None:
-    results = run(compose_cfg("data=fake", "trainer=debug", *NO_FIGURES))
+    results = run(compose_cfg("data=fake", "debug=limit", *NO_FIGURES))
     checkpoint = torch.load(results["checkpoint_last"], weights_only=False)
     spec = checkpoint["hyper_parameters"].pop("input_spec")
     checkpoint["hyper_parameters"].update(

@@ -39,4 +39,4 @@ def test_mlflow_missing_names_the_extra(compose_cfg: ComposeFn, monkeypatch) -> 
     monkeypatch.setattr(schema.importlib.util, "find_spec",
                         lambda name, *a: None if name == "mlflow" else real(name, *a))  # fmt: skip
     with pytest.raises(CnnStudyError, match=r"pip install 'cnn_study\[mlflow\]'"):
-        run(compose_cfg("data=fake", "logger=mlflow", "trainer=debug"))
+        run(compose_cfg("data=fake", "logger=mlflow", "debug=limit"))

@@ -95,7 +95,7 @@ class RecordFlushing(L.Callback):
 def test_a_training_run_flushes_on_every_thread(two_threads, compose_cfg, flush: bool) -> None:
     flush_denormals(False)  # as a fresh process starts
     cfg = compose_cfg(
-        "data=fake", "trainer=debug", "logger=none", *NO_FIGURES,
+        "data=fake", "debug=limit", "logger=none", *NO_FIGURES,
         f"flush_denormal={str(flush).lower()}",
         "+callbacks.record._target_=tests.test_numerics.RecordFlushing",
     )  # fmt: skip

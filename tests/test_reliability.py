@@ -249,7 +249,7 @@ def test_sweep_survives_a_diverged_and_a_crashed_job_and_summarises(
 
 
 def test_resume_without_checkpointing_says_so(compose_cfg) -> None:
-    cfg = compose_cfg("data=fake", "trainer=debug", "callbacks=none", "resume=true")
+    cfg = compose_cfg("data=fake", "debug=limit", "callbacks=none", "resume=true")
     with pytest.raises(CnnStudyError, match="resume needs checkpoints every epoch"):
         run(cfg)
 

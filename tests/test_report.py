@@ -34,7 +34,7 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     job was rejected (a sweep records it; a single run rejected so leaves no folder)."""
     tmp_path = tmp_path_factory.mktemp("sweep")
     out = tmp_path / "out"
-    grid = ("data=fake", "trainer=debug", "~callbacks.evaluation_figures", "seed=0,1",
+    grid = ("data=fake", "debug=limit", "~callbacks.evaluation_figures", "seed=0,1",
             "scheduler=constant,step", f"hydra.sweep.dir={out}/grid")  # fmt: skip
     sweep = cli("-m", "cnn_study", "-m", *grid, cwd=tmp_path, out=out)
     assert sweep.returncode == 0, sweep.stderr[-2000:]

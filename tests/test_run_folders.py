@@ -19,7 +19,7 @@ from cnn_study.train import run
 from tests.conftest import NO_FIGURES
 from tests.test_train import cli
 
-QUICK = ("data=fake", "trainer=debug", *NO_FIGURES)
+QUICK = ("data=fake", "debug=limit", *NO_FIGURES)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -105,7 +105,7 @@ def test_a_run_refused_for_its_data_is_rejected_and_no_configuration(
     assert run(compose_cfg(*QUICK, output_dir=out / "good"))["status"] == "completed"
     refused = out / "refused"
     missing = compose_cfg("data=image_folder", f"data.root={tmp_path / 'no-photos'}",
-                          "trainer=debug", *NO_FIGURES, output_dir=refused)  # fmt: skip
+                          "debug=limit", *NO_FIGURES, output_dir=refused)  # fmt: skip
     with pytest.raises(CnnStudyError, match="no-photos does not exist"):
         run(missing)
     assert json.loads((refused / RESULTS_FILE).read_text())["status"] == "rejected"

@@ -23,7 +23,7 @@ from cnn_study.study.report import write_report
 from tests.conftest import command_here, execute_report_notebook
 
 # Every job: fake data, one short epoch, no test-end figures (seconds each).
-PROTOCOL = ["data=fake", "trainer=debug", "~callbacks.gradcam", "~callbacks.evaluation_figures"]
+PROTOCOL = ["data=fake", "debug=limit", "~callbacks.gradcam", "~callbacks.evaluation_figures"]
 
 
 def write_study(path: Path, **changes: object) -> Path:
@@ -372,3 +372,15 @@ def test_a_claim_with_metrics_names_one_a_part(tmp_path: Path, capsys) -> None:
     assert "claims[0].metrics: 1 metrics for 2 parts of order" in short
     twice = bad_study(tmp_path, capsys, claims=[{"text": "x", "order": ["step", "step"]}])
     assert "claims[0].order: a part twice on one metric" in twice
+
+
+def test_the_bundled_study_parts_compose_as_recorded() -> None:
+    """Every bundled study part, at its protocol and its scales, composes to the config
+    `tests/fixtures/study_parts.json` recorded (what a study folder's parts.json holds): a
+    refactor of the configs (shared keys moved to a base, a duplicate option removed) must
+    not change one, or the runs in existing study folders would stop being their parts'.
+    A change meant to: `python tests/fixtures/regenerate_study_parts.py`."""
+    from tests.fixtures.regenerate_study_parts import HERE, composed
+
+    recorded = json.loads((HERE / "study_parts.json").read_text())
+    assert composed() == recorded

@@ -91,6 +91,6 @@ def test_objective_is_read_from_the_results_the_config_names(compose_cfg: Compos
 
 
 def test_objective_direction_is_checked(compose_cfg: ComposeFn) -> None:
-    cfg = compose_cfg("data=fake", "trainer=debug", "objective.direction=up")
+    cfg = compose_cfg("data=fake", "debug=limit", "objective.direction=up")
     with pytest.raises(CnnStudyError, match=r"objective\.direction='up'; choose one of"):
         run(cfg)

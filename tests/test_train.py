@@ -186,7 +186,7 @@ def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_same_seed_same_run_other_seed_other_run(compose_cfg: ComposeFn, tmp_path: Path):
-    common = ("data=fake", "augmentation=crop_flip_jitter", "trainer=debug", *NO_FIGURES)
+    common = ("data=fake", "augmentation=crop_flip_jitter", "debug=limit", *NO_FIGURES)
     first = run(compose_cfg(*common, "seed=7", output_dir=tmp_path / "a"))
     second = run(compose_cfg(*common, "seed=7", output_dir=tmp_path / "b"))
     run(compose_cfg(*common, "seed=8", output_dir=tmp_path / "c"))

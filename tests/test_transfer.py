@@ -14,7 +14,7 @@ from tests.conftest import ComposeFn
 @pytest.fixture
 def source_run(compose_cfg: ComposeFn, tmp_path: Path) -> dict:
     """A 10-class gap4_bn trained briefly on fake data: the "B3" run."""
-    return run(compose_cfg("data=fake", "arch=gap4_bn", "trainer=debug",
+    return run(compose_cfg("data=fake", "arch=gap4_bn", "debug=limit",
                            output_dir=tmp_path / "source"))  # fmt: skip
 
 
