@@ -324,7 +324,8 @@ def check_ranges(cfg: DictConfig) -> None:
 
 
 # Targets that need an optional extra: (module to import, the extra that installs it).
-OPTIONAL_TARGETS = {"lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow")}
+OPTIONAL_TARGETS = {"lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
+                    "lightning.pytorch.loggers.WandbLogger": ("wandb", "wandb")}  # fmt: skip
 
 
 def check_optional(node: DictConfig, key_path: str) -> None:

@@ -19,10 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torch.utils.tensorboard.summary import hparams
 
 from cnn_study.callbacks.safeguards import DivergenceGuard, FrozenBatchNorm, RngState
 from cnn_study.checkpoint_io import AtomicCheckpointIO
@@ -30,6 +28,8 @@ from cnn_study.console import print_run_summary, quiet_noise
 from cnn_study.data.in_memory import InMemoryImageDataModule
 from cnn_study.errors import CnnStudyError, interruption, user_error
 from cnn_study.inputs import declared_input
+from cnn_study.loggers import output_class, output_for
+from cnn_study.models.protocol import check_network
 from cnn_study.module import ImageClassifier
 from cnn_study.numerics import flush_denormals
 from cnn_study.provenance import environment
@@ -40,12 +40,12 @@ from cnn_study.rundir import (
     claim_folder,
     ended_status,
     read_results,
+    save_predictions,
     setting_differences,
     write_results,
 )
 from cnn_study.runlock import acquire, is_first_process, release, slurm_restart
 from cnn_study.schema import check_config
-from cnn_study.study.predictions import save_predictions
 
 log = logging.getLogger(__name__)
 
@@ -254,11 +254,10 @@ def build(
         FrozenBatchNorm(),
     ]
     loggers = [
-        instantiate(c, purge_step=resumed_step)
-        if resumed_step is not None and str(c.get("_target_", "")).endswith("TensorBoardLogger")
-        else instantiate(c)
+        instantiate(c, **(output_class(str(c.get("_target_"))).resume_arguments(resumed_step)
+                          if resumed_step is not None else {}))
         for c in cfg.logger.values()
-    ]
+    ]  # fmt: skip
     if not loggers:  # logger=none: Lightning refuses an lr monitor with nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(
@@ -273,7 +272,8 @@ def build(
     if trainer.world_size > 1:  # every rank's evaluation shards exist, before any epoch
         datamodule.val_dataloader(), datamodule.test_dataloader()
 
-    network = instantiate(cfg.arch, num_classes=datamodule.num_classes)
+    network = check_network(instantiate(cfg.arch, num_classes=datamodule.num_classes),
+                            datamodule.num_classes, str(cfg.arch.get("_target_")))  # fmt: skip
     network = instantiate(cfg.finetune)(network)
     # Trained weights brought their own normalisation; fresh ones take the training split's.
     input_spec = datamodule.fit_input(declared_input(network))
@@ -401,26 +401,13 @@ def _checkpoint_epoch(path: str) -> int | None:
 
 
 def _log_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Record the config with every logger; in TensorBoard, link it to the test metrics the
-    module logged (the HPARAMS tab) without writing those metrics a second time."""
+    """Record the config with every logger, linked to the test metrics where the logger
+    can (`cnn_study.loggers`), then close the loggers."""
     params = {k: v for k, v in config.items() if k not in ("paths",)}
     for logger in trainer.loggers:
-        logger.log_hyperparams(params)
-        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
-            experiment, start, end = hparams(_flat(params), dict.fromkeys(metrics, 0.0))
-            writer = logger.experiment._get_file_writer()  # as Lightning's own logger does
-            for summary in (experiment, start, end):
-                writer.add_summary(summary)
+        output = output_for(logger)
+        if trainer.is_global_zero:
+            output.config(params, metrics)
         logger.finalize("success")
-
-
-def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config → {"a/b": value}, values TensorBoard takes (others as text)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{name}/")
-        else:
-            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return flat
+        if trainer.is_global_zero:
+            output.close()

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnn_study.rundir import Run
+from cnn_study.rundir import Run, load_correct, save_predictions
 from cnn_study.study import evidence
 from cnn_study.study.definition import ClaimSpec, PartSpec, RunSettings, Study
 from cnn_study.study.evidence import ErrorControl, estimate, paired_difference, seeds_needed
 from cnn_study.study.looks import run_rounds
-from cnn_study.study.predictions import compare, load_correct, save_predictions
+from cnn_study.study.predictions import compare
 
 NO_WEIGHTS = "CnnStudyError: arch.weights=imagenet, but the ImageNet weights could not be loaded"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -61,3 +63,42 @@ def test_no_inplace_relu() -> None:
     # In-place ReLUs break Captum's layer hooks (captum #156).
     net = build_cnn(10, [8, 16], fc_hidden=16, input_size=32, batch_norm=True)
     assert all(not m.inplace for m in net.modules() if isinstance(m, torch.nn.ReLU))
+
+
+ARCHS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "arch").glob("*.yaml"))
+BACKBONE_TARGETS = ("torchvision_backbone", "timm_backbone")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_bundled_architecture_keeps_the_network_protocol(arch: str, compose_cfg) -> None:
+    """Built as a run builds it (`check_network`): a module that declares its input and
+    maps it to one logit per class."""
+    from hydra.utils import instantiate
+
+    from cnn_study.inputs import declared_input
+    from cnn_study.models.protocol import check_network
+
+    cfg = compose_cfg("data=fake", f"arch={arch}")
+    backbone = str(cfg.arch._target_).endswith(BACKBONE_TARGETS)
+    if backbone:  # random weights, a small input: the same arithmetic, offline and fast
+        cfg = compose_cfg("data=fake", f"arch={arch}", "arch.weights=none", "arch.input_size=64")
+    network = check_network(instantiate(cfg.arch, num_classes=7), 7, str(cfg.arch._target_))
+    side = declared_input(network).size
+    with torch.no_grad():
+        assert network.eval()(torch.zeros(2, 3, side, side)).shape == (2, 7)
+
+
+def test_a_builder_that_breaks_the_protocol_is_one_line() -> None:
+    from cnn_study.errors import CnnStudyError
+    from cnn_study.inputs import InputSpec, declare_input
+    from cnn_study.models.protocol import check_network
+
+    with pytest.raises(CnnStudyError, match=r"returned a dict, not a torch nn\.Module"):
+        check_network({}, 10, "my.builder")
+    bare = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    with pytest.raises(CnnStudyError, match=r"my\.builder declares no input size; end the builder"):
+        check_network(bare, 10, "my.builder")
+    declare_input(bare, InputSpec(size=8))
+    with pytest.raises(CnnStudyError, match="gives 10 outputs for 4 classes"):
+        check_network(bare, 4, "my.builder")
+    assert check_network(bare, 10, "my.builder") is bare

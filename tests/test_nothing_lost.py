@@ -108,6 +108,27 @@ def test_a_full_disk_leaves_no_truncated_checkpoint_and_the_run_continues(
     assert results(folder)["epochs"] == 2 and len(scalars(folder)["val/acc"]) == 2
 
 
+def test_a_real_full_disk_on_a_small_tmpfs(tmp_path: Path, compose_cfg) -> None:
+    """The same on a real file system: a 12 MiB tmpfs holds the first 7.5 MB checkpoint,
+    not the second. (Needs the right to mount, as root in a container; skipped without.)"""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"no tmpfs here: {mounted.stderr.strip()[:100]}")
+    try:
+        folder = disk / "run"
+        with pytest.raises(CnnStudyError, match=r"no space left on the disk of .*\.ckpt"):
+            run(compose_cfg(*TINY, output_dir=folder))
+        assert results(folder)["status"] == "failed"
+        assert not list(folder.rglob("*.tmp"))
+        for path in (folder / "checkpoints").glob("*.ckpt"):
+            torch.load(path, weights_only=False)  # whole: no truncated file under its name
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
 # 4. A requeued SLURM job without SLURM_NTASKS (a plain sbatch).
 def test_a_requeued_sbatch_job_continues_its_folder(tmp_path: Path) -> None:
     folder = tmp_path / "run"

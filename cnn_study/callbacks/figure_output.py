@@ -1,34 +1,28 @@
-"""Where test-time figures go: a PNG in the run's `figures/`, an image in TensorBoard, an
-artifact in MLflow."""
+"""Where test-time figures go: a PNG in the run's `figures/`, and each logger's own view of
+it (`cnn_study.loggers`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
-from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from matplotlib.figure import Figure
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from cnn_study.loggers import output_for
+
 
 def publish_figure(trainer: L.Trainer, figure: Figure, name: str, step: int = 0) -> Path:
-    """Save `figure` as `<run dir>/figures/<name>.png` and log it to TensorBoard as `name`."""
+    """Save `figure` as `<run dir>/figures/<name>.png` and show it in every logger that
+    shows figures (`cnn_study.loggers`: TensorBoard's IMAGES, MLflow's artifacts, W&B)."""
     folder = Path(trainer.default_root_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name.replace('/', '_')}.png"
     figure.savefig(path, dpi=110)
-    for tracker in (lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)):
-        tracker.experiment.log_artifact(tracker.run_id, str(path), artifact_path="figures")
-    boards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-    if boards:  # log the rendered PNG: drawing the figure a second time costs seconds
-        with Image.open(path) as png:
-            pixels = np.asarray(png.convert("RGB"))
-        for board in boards:
-            board.experiment.add_image(name, pixels, global_step=step, dataformats="HWC")
+    for logger in trainer.loggers:
+        output_for(logger).figure(path, name, step)
     return path
 
 

@@ -1,8 +1,8 @@
-"""Evidence per test image: each run's test predictions, and what two runs disagree on.
+"""Evidence per test image: what two runs disagree on.
 
-A run saves `test_predictions.npz` beside its results.json: the true label, the predicted
-label and the class probabilities (float16) of every test image, in the test set's order.
-Two runs on the same test set are compared image by image:
+A run saves `test_predictions.npz` beside its results.json (`cnn_study.rundir`: the true
+label, the predicted label and the class probabilities, float16, of every test image, in
+the test set's order). Two runs on the same test set are compared image by image:
 - **churn**: the share of test images whose correctness flips between the two;
 - **McNemar's exact test**: under "both are equally accurate", the images that only one
   run gets right are a fair coin's tosses; the one-sided binomial p-value of the split in
@@ -15,33 +15,9 @@ Two runs on the same test set are compared image by image:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
-
-PREDICTIONS_FILE = "test_predictions.npz"
-
-
-def save_predictions(run_dir: Path, labels: np.ndarray, probabilities: np.ndarray) -> Path:
-    """Write the test predictions of a run (a few hundred KB for CIFAR-10's 10,000)."""
-    path = run_dir / PREDICTIONS_FILE
-    np.savez_compressed(
-        path,
-        target=labels.astype(np.int32),
-        predicted=probabilities.argmax(axis=1).astype(np.int32),
-        probabilities=probabilities.astype(np.float16),
-    )
-    return path
-
-
-def load_correct(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(true labels, whether each test image was classified correctly), or None."""
-    path = run_dir / PREDICTIONS_FILE
-    if not path.is_file():
-        return None
-    with np.load(path) as data:
-        return data["target"], data["predicted"] == data["target"]
 
 
 @dataclass(frozen=True)

@@ -41,13 +41,20 @@ from cnn_study.errors import CnnStudyError
 from cnn_study.figures import part_figure, val_curves_figure
 from cnn_study.metrics import recorded_metrics, report_columns
 from cnn_study.provenance import describe, environment
-from cnn_study.rundir import REJECTED, RESULTS_FILE, Run, find_runs, write_text_atomic
+from cnn_study.rundir import (
+    REJECTED,
+    RESULTS_FILE,
+    Run,
+    find_runs,
+    load_correct,
+    write_text_atomic,
+)
 from cnn_study.study import evidence
 from cnn_study.study.definition import STUDY_FILE, PartSpec, Study, read_study
 from cnn_study.study.evidence import Estimate, PartRuns, estimate
 from cnn_study.study.looks import control_of, read_looks
 from cnn_study.study.membership import assign, recorded_configs
-from cnn_study.study.predictions import compare, load_correct
+from cnn_study.study.predictions import compare
 
 METRICS = tuple(report_columns())
 
