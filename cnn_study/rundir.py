@@ -225,20 +225,26 @@ def replaced(path: Path) -> bool:
     return any(part.startswith(REPLACED) for part in path.parts)
 
 
-def setting_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two configs, where a resume needs them
-    equal (what it asks to run and the folders it writes to aside)."""
+def changed_keys(a: Any, b: Any, skip: Callable[[str], bool] = lambda key: False) -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (`skip`: keys not compared)."""
 
-    def walk(a: Any, b: Any, path: str) -> list[str]:
+    def walk(x: Any, y: Any, path: str) -> list[str]:
         key = path.rstrip(".")
-        if key in SETTINGS_IGNORED or key.rsplit(".", 1)[-1] in FOLDER_KEYS:
+        if key and skip(key):
             return []
-        if isinstance(a, dict) and isinstance(b, dict):
-            return [k for key in sorted(set(a) | set(b), key=str)
-                    for k in walk(a.get(key), b.get(key), f"{path}{key}.")]  # fmt: skip
-        return [path.rstrip(".")] if a != b else []
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [k for name in sorted(set(x) | set(y), key=str)
+                    for k in walk(x.get(name), y.get(name), f"{path}{name}.")]  # fmt: skip
+        return [key] if x != y else []
 
-    return walk(recorded, wanted, "")
+    return walk(a, b, "")
+
+
+def setting_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two configs, where a resume needs them equal:
+    what it asks to run, its folders aside."""
+    return changed_keys(recorded, wanted, lambda key: key in SETTINGS_IGNORED
+                        or key.rsplit(".", 1)[-1] in FOLDER_KEYS)  # fmt: skip
 
 
 def move_aside(folder: Path) -> Path:

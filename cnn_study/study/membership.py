@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnn_study.config import CONFIG_NAME
 from cnn_study.errors import CnnStudyError
-from cnn_study.rundir import Run
+from cnn_study.rundir import Run, changed_keys
 from cnn_study.schema import check_config
 from cnn_study.study.definition import PartSpec, Study
 
@@ -117,14 +117,7 @@ PARTS_FILE = "parts.json"  # each part's config as composed when its jobs first 
 
 def differing_keys(a: str, b: str) -> list[str]:
     """Dotted keys whose values differ between two canonical configs."""
-
-    def walk(x: Any, y: Any, path: str) -> list[str]:
-        if isinstance(x, dict) and isinstance(y, dict):
-            keys = sorted(set(x) | set(y))
-            return [k for key in keys for k in walk(x.get(key), y.get(key), f"{path}{key}.")]
-        return [path.rstrip(".")] if x != y else []
-
-    return walk(json.loads(a), json.loads(b), "")
+    return changed_keys(json.loads(a), json.loads(b))
 
 
 def read_recorded(folder: Path) -> dict[str, str]:
