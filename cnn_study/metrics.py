@@ -11,18 +11,8 @@ confidence bins (torchmetrics' `MulticlassCalibrationError`, L1; Guo et al. 2017
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassAUROC,
-    MulticlassCalibrationError,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from dataclasses import dataclass, field
+from typing import Any
 
 PER_CLASS_AUROC = "auroc_per_class"
 CALIBRATION_BINS = 15
@@ -30,41 +20,44 @@ CALIBRATION_BINS = 15
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """How a test metric is built from the class count, and how it reads."""
+    """A test metric: the torchmetrics classification class that computes it and its
+    arguments besides the class count (imported when built: reading the registry — the
+    study file's checks, the report — costs no torch), and how it reads."""
 
-    build: Callable[[int], Metric]
+    metric: str  # a class of torchmetrics.classification
+    arguments: dict[str, Any] = field(default_factory=dict)
     higher_is_better: bool = True
     proportion: bool = True  # a value in [0, 1] (a difference of two in [-1, 1])
     reported: bool = True  # a column of the report's tables
     per_class: bool = False  # one value per class, logged as test/<name>/<class>
 
+    def build(self, num_classes: int) -> Any:
+        from torchmetrics import classification
 
-def accuracy(num_classes: int) -> MulticlassAccuracy:
+        return getattr(classification, self.metric)(num_classes=num_classes, **self.arguments)
+
+
+def accuracy(num_classes: int) -> Any:
     """Micro accuracy: the fraction of correctly classified images."""
-    return MulticlassAccuracy(num_classes=num_classes, average="micro")
+    return EVALUATION["acc"].build(num_classes)
 
 
 EVALUATION: dict[str, MetricSpec] = {
-    "acc": MetricSpec(accuracy),
-    "precision": MetricSpec(lambda k: MulticlassPrecision(num_classes=k, average="weighted")),
-    "recall": MetricSpec(lambda k: MulticlassRecall(num_classes=k, average="weighted")),
-    "f1": MetricSpec(lambda k: MulticlassF1Score(num_classes=k, average="weighted")),
-    "precision_macro": MetricSpec(
-        lambda k: MulticlassPrecision(num_classes=k, average="macro"), reported=False
-    ),
-    "recall_macro": MetricSpec(
-        lambda k: MulticlassRecall(num_classes=k, average="macro"), reported=False
-    ),
-    "f1_macro": MetricSpec(
-        lambda k: MulticlassF1Score(num_classes=k, average="macro"), reported=False
-    ),
-    "auroc": MetricSpec(lambda k: MulticlassAUROC(num_classes=k, average="macro")),
+    "acc": MetricSpec("MulticlassAccuracy", {"average": "micro"}),
+    "precision": MetricSpec("MulticlassPrecision", {"average": "weighted"}),
+    "recall": MetricSpec("MulticlassRecall", {"average": "weighted"}),
+    "f1": MetricSpec("MulticlassF1Score", {"average": "weighted"}),
+    "precision_macro": MetricSpec("MulticlassPrecision", {"average": "macro"}, reported=False),
+    "recall_macro": MetricSpec("MulticlassRecall", {"average": "macro"}, reported=False),
+    "f1_macro": MetricSpec("MulticlassF1Score", {"average": "macro"}, reported=False),
+    "auroc": MetricSpec("MulticlassAUROC", {"average": "macro"}),
     "ece": MetricSpec(
-        lambda k: MulticlassCalibrationError(num_classes=k, n_bins=CALIBRATION_BINS, norm="l1"),
+        "MulticlassCalibrationError",
+        {"n_bins": CALIBRATION_BINS, "norm": "l1"},
         higher_is_better=False,
     ),
     PER_CLASS_AUROC: MetricSpec(
-        lambda k: MulticlassAUROC(num_classes=k, average=None), reported=False, per_class=True
+        "MulticlassAUROC", {"average": None}, reported=False, per_class=True
     ),
 }
 
@@ -79,8 +72,11 @@ TRAINING_RECORDS = {
 }
 
 
-def evaluation_metrics(num_classes: int) -> MetricCollection:
-    """Every registered test metric; expects class probabilities."""
+def evaluation_metrics(num_classes: int) -> Any:
+    """Every registered test metric, as a torchmetrics `MetricCollection`; expects class
+    probabilities."""
+    from torchmetrics import MetricCollection
+
     return MetricCollection({name: spec.build(num_classes) for name, spec in EVALUATION.items()})
 
 
