@@ -27,8 +27,9 @@ from cnn_study.schema import check_config
 from cnn_study.study.definition import PartSpec, Study
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
-# What makes runs repeats of one configuration rather than different ones.
-REPEAT_KEYS = ("seed", "resume")
+# What makes runs repeats of one configuration rather than different ones (how a run
+# continues or starts is no part of what it trains).
+REPEAT_KEYS = ("seed", "resume", "start_over")
 
 
 def compose_config(overrides: list[str], as_study_job: bool = False) -> dict[str, Any]:
