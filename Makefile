@@ -20,7 +20,7 @@ endif
 
 ARGS ?=
 
-.PHONY: install run test docs lint format tensorboard clean study-a study-b gpu-check
+.PHONY: install run test docs lint format tensorboard clean study-a study-b study-c gpu-check
 
 install: $(STAMP)
 
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 run: install  ## Study A1 baseline (override anything with ARGS="arch=cnn5 ...")
 	$(PY) -m cnn_study experiment=a1_baseline $(ARGS)
 
-# The two studies (conf/study/a.yaml, b.yaml), each one Hydra multirun in
+# The bundled studies (conf/study/a.yaml, b.yaml, c.yaml), each one Hydra multirun in
 # $CNN_STUDY_OUTPUT/studies/<name>, then its report there; the same command continues an
 # interrupted study. ARGS: study.* settings or overrides, e.g. ARGS="study.scale=cpu".
 study-a: install
@@ -41,6 +41,9 @@ study-a: install
 
 study-b: install
 	$(PY) -m cnn_study.study study=b $(ARGS)
+
+study-c: install
+	$(PY) -m cnn_study.study study=c $(ARGS)
 
 test: install
 	$(PY) -m pytest $(ARGS)
